@@ -1,0 +1,33 @@
+# clos_web: `make demo` and `make test` are all a new machine needs.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PORT ?= 8080
+STAMP := $(VENV)/.installed
+
+.PHONY: install test demo hello bench clean
+
+install: $(STAMP)
+
+# Re-run pip only when the project's dependencies change.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	@command -v curl >/dev/null || (apt-get update -qq && apt-get install -y -qq curl) || true
+	touch $(STAMP)
+
+test: install
+	$(PY) -m pytest -p no:cacheprovider
+
+demo: install
+	$(PY) examples/hello.py --port $(PORT)
+
+hello: install
+	$(PY) examples/hello.py --port $(PORT)
+
+bench: install
+	bash bench/run.sh $(ARGS)
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

@@ -1,0 +1,46 @@
+"""clos_web: an event-driven web framework built from generic functions over attrs classes."""
+
+from __future__ import annotations
+
+from .app import App, Route
+from .http import (
+    BadRequest, Buffer, HTTPError, HeaderFieldsTooLarge, Limits, MethodNotAllowed, NotFound,
+    NotImplementedCoding, PayloadTooLarge, Request, RequestTimeout, Response, URITooLong,
+    VersionNotSupported, parse, parse_params,
+)
+from .loop import (
+    DEFERRED, Connection, Listener, Server, Waker, buffer_input, error_response, handle_request,
+    process_ready, raise_fd_limit, write,
+)
+from ._generic import dispatcher
+
+
+def start(app, port: int = 0, host: str = "127.0.0.1", *, background: bool = True,
+          limits: Limits | None = None, debug: bool = False) -> Server:
+    """Start serving ``app``. With ``background=True`` (the default) the loop runs on a thread
+    and the :class:`Server` is returned at once, for the REPL and tests; ``port=0`` picks a free
+    port (``server.port``). With ``background=False`` this blocks like :func:`serve`."""
+    server = Server(app, host, port, limits or Limits(), debug)
+    if background:
+        return server.start()
+    server.bind()
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    return server
+
+
+def serve(app, port: int = 8080, host: str = "127.0.0.1", **kw) -> Server:
+    """Serve ``app`` on this thread until Ctrl-C (or ``server.stop``)."""
+    return start(app, port, host, background=False, **kw)
+
+
+__all__ = [
+    "App", "Route", "Server", "start", "serve", "Limits", "Request", "Response", "Buffer",
+    "HTTPError", "BadRequest", "NotFound", "MethodNotAllowed", "RequestTimeout",
+    "PayloadTooLarge", "URITooLong", "HeaderFieldsTooLarge", "NotImplementedCoding",
+    "VersionNotSupported", "parse", "parse_params", "process_ready", "buffer_input",
+    "handle_request", "write", "error_response", "Connection", "Listener", "Waker",
+    "DEFERRED", "raise_fd_limit", "dispatcher",
+]

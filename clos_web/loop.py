@@ -1,0 +1,814 @@
+"""The ``loop`` layer: one ``selectors`` loop serving many connections, in the chapter's shape.
+
+``Server.run`` waits on the selector and hands each ready object to the generic function
+``process_ready``, which specialises on what is ready: the :class:`Listener` (accept), a
+:class:`Connection` (read, parse, dispatch), or the :class:`Waker` (run callables handed over by
+other threads). Output goes through each connection's queue; deadlines live in coarse one-second
+buckets swept once a second, so 10^5 connections cost a few attribute writes, not 10^5 timers.
+"""
+
+from __future__ import annotations
+
+import errno
+import heapq
+import logging
+import os
+import resource
+import selectors
+import socket
+import threading
+import time
+import traceback
+from collections import deque
+from typing import Any, Callable
+
+import attrs
+
+from ._generic import dispatcher
+from .http import (
+    Buffer, HTTPError, Limits, Request, RequestTimeout, Response, _parse_buffer,
+    encode_response, json_bytes, status_line, date_line,
+)
+
+log = logging.getLogger("clos_web")
+
+EVENT_READ = selectors.EVENT_READ
+EVENT_WRITE = selectors.EVENT_WRITE
+
+# Connection states (a connection is in exactly one).
+IDLE = "idle"        # between requests (keep-alive), nothing buffered
+HEAD = "head"        # a request's head is arriving
+BODY = "body"        # head parsed, body arriving
+BUSY = "busy"        # a handler is working (e.g. on the worker pool); reading paused
+STREAM = "stream"    # the response is a long-lived stream (SSE); no request deadline
+LINGER = "linger"    # response sent, write side shut, draining input before close
+CLOSED = "closed"
+
+_SCRATCH_SIZE = 64 * 1024
+
+
+@attrs.define(slots=True, eq=False)
+class Listener:
+    """The listening socket of a server."""
+
+    sock: socket.socket
+    server: Any
+
+
+@attrs.define(slots=True, eq=False)
+class Waker:
+    """The read end of a socketpair: written to by other threads to wake the loop."""
+
+    rsock: socket.socket
+    wsock: socket.socket
+    server: Any
+
+
+@attrs.define(slots=True, eq=False)
+class Connection:
+    """A client connection: its socket, unparsed input, output queue, state and deadline."""
+
+    sock: socket.socket
+    server: Any
+    addr: Any = None
+    buf: Buffer = attrs.field(factory=Buffer)
+    out: deque = attrs.field(factory=deque)
+    out_bytes: int = 0
+    events: int = EVENT_READ
+    state: str = HEAD
+    request: Request | None = None
+    keep_alive: bool = True
+    close_after: bool = False
+    deadline: float = 0.0
+    bucket: int | None = None
+    stream: Any = None  # set by the push layer for a long-lived stream
+    fd: int = -1
+
+    @property
+    def closed(self) -> bool:
+        return self.state == CLOSED
+
+
+# --------------------------------------------------------------------------------------------
+# Generic functions of the loop protocol
+
+
+@dispatcher.abstract
+def process_ready(ready, server):
+    """Handle one ready object from the selector.
+
+    Specialised on the listening socket (:class:`Listener`: accept until EAGAIN), a client
+    :class:`Connection` (read what is ready, parse, handle complete requests) and the
+    :class:`Waker` (run callables handed over with ``call_soon_threadsafe``).
+    """
+
+
+@dispatcher.abstract
+def buffer_input(conn):
+    """Read what is ready on ``conn`` into its buffer; return the byte count (0 at EOF)."""
+
+
+@dispatcher.abstract
+def handle_request(conn, request):
+    """Answer one complete ``request`` on ``conn`` (route it, call the handler, ``write``)."""
+
+
+@dispatcher.abstract
+def write(obj, conn):
+    """Serialise ``obj`` (a Response, str, bytes, JSON-able value, SSE event...) onto ``conn``.
+
+    Add a method to teach clos_web a new kind of response.
+    """
+
+
+@dispatcher.abstract
+def error_response(error, conn):
+    """Answer ``conn`` with an error: ``error`` is an :class:`HTTPError` or a status ``int``."""
+
+
+# --------------------------------------------------------------------------------------------
+# The server
+
+
+def _fd_soft_limit() -> int:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return soft
+
+
+def raise_fd_limit() -> int:
+    """Raise this process's soft descriptor limit to the hard one; return the new soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    return soft
+
+
+@attrs.define(slots=False, eq=False)
+class Server:
+    """One event loop: a selector, a listening socket, its connections, timers and an app.
+
+    ``Server(app, port=0).start()`` runs the loop on a thread and returns at once (REPL, tests);
+    ``serve_forever()`` runs it on the calling thread. ``stop(timeout)`` stops accepting,
+    lets in-flight requests finish and closes everything.
+    """
+
+    app: Any
+    host: str = "127.0.0.1"
+    port: int = 0
+    limits: Limits = attrs.field(factory=Limits)
+    debug: bool = False
+    backlog: int = 4096
+    reuse_port: bool = False
+
+    selector: selectors.BaseSelector | None = None
+    listener: Listener | None = None
+    waker: Waker | None = None
+    conns: set = attrs.field(factory=set)
+    now: float = 0.0
+    thread: threading.Thread | None = None
+    stopping: bool = False
+    stopped: threading.Event = attrs.field(factory=threading.Event)
+    accepting: bool = False
+    max_connections: int = 0
+    scratch: bytearray = attrs.field(factory=lambda: bytearray(_SCRATCH_SIZE))
+    _callbacks: deque = attrs.field(factory=deque)
+    _wake_pending: bool = False
+    _later: list = attrs.field(factory=list)
+    _later_seq: int = 0
+    _buckets: dict = attrs.field(factory=dict)
+    _swept: int = 0
+    _stop_deadline: float | None = None
+    _sweepers: list = attrs.field(factory=list)
+    _accept_retry: bool = False
+    _ident: int | None = None
+
+    # -- set-up ------------------------------------------------------------------------------
+
+    def bind(self) -> "Server":
+        """Create the selector, the listening socket and the waker (done by start/serve)."""
+        if self.selector is not None:
+            return self
+        self.selector = selectors.DefaultSelector()
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if self.reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((self.host, self.port))
+        sock.listen(self.backlog)
+        sock.setblocking(False)
+        self.port = sock.getsockname()[1]
+        self.listener = Listener(sock, self)
+        self.selector.register(sock, EVENT_READ, self.listener)
+        self.accepting = True
+        r, w = socket.socketpair()
+        r.setblocking(False)
+        w.setblocking(False)
+        self.waker = Waker(r, w, self)
+        self.selector.register(r, EVENT_READ, self.waker)
+        soft = _fd_soft_limit()
+        cap = self.limits.max_connections
+        self.max_connections = cap if cap is not None else max(16, soft - 64)
+        self.now = time.monotonic()
+        self._swept = int(self.now)
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> "Server":
+        """Run the loop on a daemon thread; return at once."""
+        self.bind()
+        self.thread = threading.Thread(target=self.serve_forever, name=f"clos_web:{self.port}",
+                                       daemon=True)
+        self.thread.start()
+        return self
+
+    def serve_forever(self) -> None:
+        """Run the loop on this thread until :meth:`stop`."""
+        self.bind()
+        self._ident = threading.get_ident()
+        try:
+            self._run()
+        finally:
+            self._teardown()
+            self.stopped.set()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop accepting, finish in-flight requests (up to ``timeout`` s), close everything."""
+        if self.selector is None or self.stopped.is_set():
+            return
+        self.call_soon_threadsafe(self._begin_stop, timeout)
+        if threading.get_ident() != self._ident:
+            self.stopped.wait(timeout + 5)
+            if self.thread is not None:
+                self.thread.join(timeout + 5)
+
+    # -- thread hand-over and timers ---------------------------------------------------------
+
+    def call_soon_threadsafe(self, fn: Callable, *args) -> None:
+        """Run ``fn(*args)`` on the loop thread soon. Safe from any thread."""
+        self._callbacks.append((fn, args))
+        if threading.get_ident() != self._ident and not self._wake_pending:
+            self._wake_pending = True
+            try:
+                self.waker.wsock.send(b"\0")
+            except (BlockingIOError, OSError):
+                pass
+
+    def call_later(self, delay: float, fn: Callable, *args) -> None:
+        """Run ``fn(*args)`` on the loop after ``delay`` seconds (loop thread only)."""
+        self._later_seq += 1
+        heapq.heappush(self._later, (time.monotonic() + delay, self._later_seq, fn, args))
+
+    def add_sweeper(self, fn: Callable[[float], None]) -> None:
+        """Call ``fn(now)`` about once a second on the loop (heartbeats and the like)."""
+        self._sweepers.append(fn)
+
+    def set_deadline(self, conn: Connection, when: float) -> None:
+        """Give ``conn`` a deadline (``inf`` for none). Cheap: a bucket append only when earlier."""
+        conn.deadline = when
+        if when == float("inf"):
+            return
+        b = int(when) + 1
+        if conn.bucket is None or b < conn.bucket:
+            bucket = self._buckets.get(b)
+            if bucket is None:
+                self._buckets[b] = [conn]
+            else:
+                bucket.append(conn)
+            conn.bucket = b
+
+    def _sweep(self, now: float) -> None:
+        upto = int(now)
+        buckets = self._buckets
+        if upto - self._swept > 3600:
+            keys = sorted(k for k in buckets if k <= upto)
+        else:
+            keys = range(self._swept + 1, upto + 1)
+        self._swept = upto
+        for b in keys:
+            for conn in buckets.pop(b, ()):
+                if conn.bucket != b:
+                    continue
+                conn.bucket = None
+                if conn.state == CLOSED:
+                    continue
+                if conn.deadline <= now:
+                    self._expire(conn)
+                else:
+                    self.set_deadline(conn, conn.deadline)
+        for fn in self._sweepers:
+            try:
+                fn(now)
+            except Exception:
+                log.exception("sweeper failed")
+
+    def _expire(self, conn: Connection) -> None:
+        state = conn.state
+        if state == HEAD and not conn.buf.data:
+            self.close(conn)  # connected and said nothing: just close
+        elif state == HEAD or state == BODY:
+            conn.keep_alive = False
+            conn.request = None
+            error_response(RequestTimeout(reason="request not received in time"), conn)
+            conn.close_after = True
+            conn.state = LINGER
+            self.flush(conn)
+        elif state == IDLE or state == LINGER:
+            self.close(conn)
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        select = self.selector.select
+        callbacks = self._callbacks
+        later = self._later
+        while True:
+            if callbacks:
+                timeout = 0
+            else:
+                now = time.monotonic()
+                timeout = self._swept + 1 - now
+                if later:
+                    timeout = min(timeout, later[0][0] - now)
+                timeout = max(0.0, min(timeout, 1.0))
+            events = select(timeout)
+            self.now = now = time.monotonic()
+            for key, mask in events:
+                ready = key.data
+                if mask & EVENT_WRITE and ready.__class__ is Connection:
+                    self.flush(ready)
+                    if not mask & EVENT_READ:
+                        continue
+                try:
+                    process_ready(ready, self)
+                except Exception:
+                    log.exception("process_ready failed")
+                    if isinstance(ready, Connection):
+                        self.close(ready)
+            while callbacks:
+                fn, args = callbacks.popleft()
+                try:
+                    fn(*args)
+                except Exception:
+                    log.exception("callback failed")
+            while later and later[0][0] <= now:
+                _, _, fn, args = heapq.heappop(later)
+                try:
+                    fn(*args)
+                except Exception:
+                    log.exception("timer failed")
+            if now >= self._swept + 1:
+                self._sweep(now)
+            if self.stopping:
+                if not self.conns or (self._stop_deadline is not None
+                                      and now >= self._stop_deadline):
+                    return
+
+    def _begin_stop(self, timeout: float) -> None:
+        self.stopping = True
+        self._stop_deadline = time.monotonic() + timeout
+        self._pause_accepting()
+        if self.listener is not None:
+            self.listener.sock.close()
+        for conn in list(self.conns):
+            conn.keep_alive = False
+            if conn.state in (IDLE, LINGER) or (conn.state == HEAD and not conn.buf.data):
+                self.close(conn)
+            elif conn.state == STREAM:
+                self.finish_stream(conn)
+
+    def _teardown(self) -> None:
+        for conn in list(self.conns):
+            self.close(conn)
+        try:
+            self.selector.close()
+        except Exception:
+            pass
+        if self.listener is not None:
+            self.listener.sock.close()
+        self.waker.rsock.close()
+        self.waker.wsock.close()
+
+    # -- accepting ---------------------------------------------------------------------------
+
+    def _pause_accepting(self) -> None:
+        if self.accepting:
+            self.accepting = False
+            try:
+                self.selector.unregister(self.listener.sock)
+            except (KeyError, ValueError):
+                pass
+
+    def _resume_accepting(self) -> None:
+        self._accept_retry = False
+        if not self.accepting and not self.stopping and len(self.conns) < self.max_connections:
+            self.accepting = True
+            self.selector.register(self.listener.sock, EVENT_READ, self.listener)
+
+    def accept(self) -> None:
+        """Accept connections until EAGAIN, the connection cap, or descriptor exhaustion."""
+        sock = self.listener.sock
+        conns = self.conns
+        limits = self.limits
+        for _ in range(256):
+            if len(conns) >= self.max_connections:
+                self._pause_accepting()  # resumed when a connection closes
+                return
+            try:
+                csock, addr = sock.accept()
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    log.warning("accept: %s; pausing accepts for 0.5 s", exc.strerror)
+                    self._pause_accepting()
+                    if not self._accept_retry:
+                        self._accept_retry = True
+                        self.call_later(0.5, self._resume_accepting)
+                    return
+                if exc.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EPERM):
+                    continue
+                raise
+            csock.setblocking(False)
+            try:
+                csock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+            conn = Connection(csock, self, addr, Buffer(limits=limits))
+            conn.fd = csock.fileno()
+            conn.buf.body_limit = self._body_limit
+            conns.add(conn)
+            self.selector.register(csock, EVENT_READ, conn)
+            self.set_deadline(conn, self.now + limits.header_timeout)
+
+    def _body_limit(self, request: Request) -> int:
+        fn = getattr(self.app, "body_limit", None)
+        return fn(request, self.limits.max_body) if fn is not None else self.limits.max_body
+
+    # -- reading and dispatching -------------------------------------------------------------
+
+    def on_readable(self, conn: Connection) -> None:
+        """Read from ``conn``, then parse and handle every complete request (in order)."""
+        state = conn.state
+        n = buffer_input(conn)
+        if n == 0:
+            self.close(conn)  # EOF or reset: nothing more can come in, nothing to answer
+            return
+        if n < 0:
+            return
+        if state == LINGER:
+            conn.buf.data.clear()
+            return
+        if state == STREAM:
+            conn.buf.data.clear()  # a stream's client has nothing more to say; ignore it
+            return
+        if state == BUSY:
+            self._update_interest(conn)  # stop reading if too much is parked
+            return
+        self.process_input(conn)
+
+    def process_input(self, conn: Connection) -> None:
+        """Parse and handle buffered requests until one is incomplete or the conn is busy."""
+        buf = conn.buf
+        limits = self.limits
+        while True:
+            state = conn.state
+            if state is IDLE:
+                if not buf.data:
+                    break
+            elif state is not HEAD and state is not BODY:
+                break
+            try:
+                request = _parse_buffer(buf)
+            except HTTPError as err:
+                conn.keep_alive = False
+                conn.request = None
+                error_response(err, conn)
+                conn.close_after = True  # after a framing error the stream cannot be trusted
+                conn.state = LINGER
+                self.set_deadline(conn, self.now + limits.keepalive_timeout)
+                break
+            if request is None:
+                if state is IDLE:
+                    # the first bytes of a request: its head must complete in time
+                    conn.state = state = HEAD
+                    self.set_deadline(conn, self.now + limits.header_timeout)
+                if state is HEAD and buf.pending is not None:
+                    conn.state = BODY
+                    self.set_deadline(conn, self.now + limits.body_timeout)
+                if buf.continue_needed:
+                    buf.continue_needed = False
+                    self.enqueue(conn, b"HTTP/1.1 100 Continue\r\n\r\n")
+                break
+            conn.request = request
+            conn.keep_alive = request.keep_alive and not self.stopping
+            conn.state = BUSY
+            handle_request(conn, request)
+            if conn.state is BUSY and conn.request is request:
+                # the handler answered synchronously
+                self.request_done(conn)
+            if conn.out_bytes > limits.output_cap:
+                break  # backpressure: resume parsing when the client has read
+        self.flush(conn)
+
+    def request_done(self, conn: Connection) -> None:
+        """The response to the current request is queued: go on to the next, or close."""
+        conn.request = None
+        if conn.state == CLOSED:
+            return
+        if not conn.keep_alive:
+            conn.close_after = True
+            conn.state = LINGER  # _linger() shortens the deadline once the output is sent
+            self.set_deadline(conn, self.now + self.limits.keepalive_timeout)
+            return
+        conn.state = IDLE
+        self.set_deadline(conn, self.now + self.limits.keepalive_timeout)
+
+    def resume(self, conn: Connection) -> None:
+        """Finish a request answered later (blocking handler): flush and parse what waits."""
+        if conn.state == CLOSED:
+            return
+        self.request_done(conn)
+        self.flush(conn)
+        if conn.state == IDLE and conn.buf.data and conn.out_bytes <= self.limits.output_cap:
+            self.process_input(conn)
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def enqueue(self, conn: Connection, data: bytes) -> None:
+        """Append ``data`` to ``conn``'s output queue (flushed by :meth:`flush`)."""
+        if conn.state == CLOSED or conn.close_after and conn.state != LINGER:
+            return
+        conn.out.append(data)
+        conn.out_bytes += len(data)
+
+    def send(self, conn: Connection, data: bytes) -> bool:
+        """Queue ``data`` and try to send at once. False if the connection is gone."""
+        if conn.state == CLOSED:
+            return False
+        conn.out.append(data)
+        conn.out_bytes += len(data)
+        self.flush(conn)
+        return conn.state != CLOSED
+
+    def flush(self, conn: Connection) -> None:
+        """Send as much of the output queue as the socket takes; wait for write-readiness."""
+        out = conn.out
+        sock = conn.sock
+        while out:
+            try:
+                if len(out) == 1:
+                    sent = sock.send(out[0])
+                else:
+                    sent = sock.sendmsg(list(out)[:512])
+            except BlockingIOError:
+                break
+            except (ConnectionError, OSError):
+                self.close(conn)
+                return
+            conn.out_bytes -= sent
+            while sent:
+                first = out[0]
+                if sent >= len(first):
+                    sent -= len(first)
+                    out.popleft()
+                else:
+                    out[0] = memoryview(first)[sent:]
+                    sent = 0
+        if conn.close_after and not out:
+            self._linger(conn)
+            return
+        self._update_interest(conn)
+        if not out and conn.state == IDLE and conn.buf.data:
+            # input parked by backpressure: parse it now that the client has read
+            self.call_soon_threadsafe(self.process_input, conn)
+
+    def _update_interest(self, conn: Connection) -> None:
+        """Register for what ``conn`` needs: write when output waits; read unless parked."""
+        state = conn.state
+        if state == CLOSED:
+            return
+        events = EVENT_WRITE if conn.out else 0
+        if state == BUSY:
+            limits = self.limits
+            if len(conn.buf.data) <= limits.max_request_line + limits.max_header_bytes:
+                events |= EVENT_READ
+        elif conn.out_bytes <= self.limits.output_cap or state == STREAM or state == LINGER:
+            events |= EVENT_READ
+        if conn.events != events:
+            if events == 0:
+                self.selector.unregister(conn.sock)
+            elif conn.events == 0:
+                self.selector.register(conn.sock, events, conn)
+            else:
+                self.selector.modify(conn.sock, events, conn)
+            conn.events = events
+
+    def _linger(self, conn: Connection) -> None:
+        """All sent and the connection must close: shut our side, drain theirs briefly."""
+        if conn.state == CLOSED:
+            return
+        conn.close_after = False
+        conn.state = LINGER
+        try:
+            conn.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self.close(conn)
+            return
+        self._update_interest(conn)
+        self.set_deadline(conn, self.now + self.limits.linger_timeout)
+
+    def close(self, conn: Connection) -> None:
+        """Close ``conn`` at once and forget it (idempotent)."""
+        if conn.state == CLOSED:
+            return
+        conn.state = CLOSED
+        stream = conn.stream
+        if stream is not None:
+            conn.stream = None
+            try:
+                close_stream(stream, conn)
+            except Exception:
+                log.exception("close_stream failed")
+        if conn.events:
+            try:
+                self.selector.unregister(conn.sock)
+            except (KeyError, ValueError, OSError):
+                pass
+            conn.events = 0
+        conn.sock.close()
+        conn.out.clear()
+        conn.out_bytes = 0
+        conn.buf.data = bytearray()
+        self.conns.discard(conn)
+        if not self.accepting and not self._accept_retry and not self.stopping:
+            self._resume_accepting()
+
+    def finish_stream(self, conn: Connection) -> None:
+        """End a long-lived stream: flush what is queued, then close."""
+        conn.keep_alive = False
+        conn.close_after = True
+        self.flush(conn)
+
+
+@dispatcher.abstract
+def close_stream(stream, conn):
+    """Called when a streaming connection closes: unsubscribe it from everything."""
+
+
+@close_stream.dispatch
+def close_stream(stream: object, conn: Connection):
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# process_ready methods
+
+
+@process_ready.dispatch
+def process_ready(ready: Listener, server: Server):
+    server.accept()
+
+
+@process_ready.dispatch
+def process_ready(ready: Connection, server: Server):
+    server.on_readable(ready)
+
+
+@process_ready.dispatch
+def process_ready(ready: Waker, server: Server):
+    try:
+        while ready.rsock.recv(4096):
+            pass
+    except (BlockingIOError, InterruptedError):
+        pass
+    server._wake_pending = False
+
+
+@buffer_input.dispatch
+def buffer_input(conn: Connection):
+    scratch = conn.server.scratch
+    try:
+        n = conn.sock.recv_into(scratch)
+    except (BlockingIOError, InterruptedError):
+        return -1
+    except (ConnectionError, OSError):
+        return 0
+    if n:
+        conn.buf.data += memoryview(scratch)[:n]
+    return n
+
+
+# --------------------------------------------------------------------------------------------
+# Requests, writes and errors
+
+
+@handle_request.dispatch
+def handle_request(conn: Connection, request: Request):
+    server = conn.server
+    try:
+        result = server.app.handle(request, conn)
+    except HTTPError as err:
+        error_response(err, conn)
+        return
+    except Exception as exc:
+        log.error("handler failed for %s %s\n%s", request.method, request.target,
+                  traceback.format_exc())
+        error_response(_internal_error(exc, server.debug), conn)
+        return
+    if result is _DEFERRED:
+        return  # the handler will write later (blocking handler, stream)
+    try:
+        write(result, conn)
+    except HTTPError as err:
+        error_response(err, conn)
+    except Exception as exc:
+        log.error("writing the result of %s %s failed\n%s", request.method, request.target,
+                  traceback.format_exc())
+        error_response(_internal_error(exc, server.debug), conn)
+
+
+class _Deferred:
+    """Returned by an app's ``handle`` when the response will be written later."""
+
+    def __repr__(self):
+        return "DEFERRED"
+
+
+_DEFERRED = _Deferred()
+DEFERRED = _DEFERRED
+
+
+def _internal_error(exc: BaseException, debug: bool) -> HTTPError:
+    err = HTTPError(500, "Internal Server Error")
+    if debug:
+        err.debug_text = "".join(traceback.format_exception(exc))
+    return err
+
+
+def send_response(response: Response, conn: Connection) -> None:
+    """Encode ``response`` for the current request of ``conn`` and queue it."""
+    request = conn.request
+    if request is None:
+        head_only, http10 = False, False
+    else:
+        head_only = request.method == "HEAD"
+        http10 = request.version == "HTTP/1.0"
+    conn.server.enqueue(conn, encode_response(response, head_only, conn.keep_alive, http10))
+
+
+@write.dispatch
+def write(obj: Response, conn: Connection):
+    send_response(obj, conn)
+
+
+@write.dispatch
+def write(obj: str, conn: Connection):
+    send_response(Response(obj, content_type="text/html"), conn)
+
+
+@write.dispatch
+def write(obj: bytes, conn: Connection):
+    send_response(Response(obj, content_type="application/octet-stream"), conn)
+
+
+@write.dispatch
+def write(obj: dict | list, conn: Connection):
+    send_response(Response(json_bytes(obj), content_type="application/json"), conn)
+
+
+@write.dispatch
+def write(obj: None, conn: Connection):
+    send_response(Response(b"", status=204), conn)
+
+
+@error_response.dispatch
+def error_response(error: int, conn: Connection):
+    error_response(HTTPError(error), conn)
+
+
+@error_response.dispatch
+def error_response(error: HTTPError, conn: Connection):
+    text = f"{error.status} {error.reason}\n"
+    debug_text = getattr(error, "debug_text", None)
+    if debug_text:
+        text += "\n" + debug_text
+    if error.status >= 400 and conn.request is None:
+        conn.keep_alive = False  # a framing error: the stream cannot be trusted any more
+    response = Response(text, status=error.status, content_type="text/plain",
+                        headers=error.headers)
+    send_response(response, conn)
+
+
+__all__ = [
+    "Server", "Listener", "Connection", "Waker", "process_ready", "buffer_input",
+    "handle_request", "write", "error_response", "close_stream", "send_response",
+    "raise_fd_limit", "DEFERRED",
+]
