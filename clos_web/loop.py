@@ -39,7 +39,8 @@ EVENT_WRITE = selectors.EVENT_WRITE
 IDLE = "idle"        # between requests (keep-alive), nothing buffered
 HEAD = "head"        # a request's head is arriving
 BODY = "body"        # head parsed, body arriving
-BUSY = "busy"        # a handler is working (e.g. on the worker pool); reading paused
+BUSY = "busy"        # a handler is running on the loop now
+WAIT = "wait"        # the answer comes later (worker pool, long-poll): reading paused
 STREAM = "stream"    # the response is a long-lived stream (SSE); no request deadline
 LINGER = "linger"    # response sent, write side shut, draining input before close
 CLOSED = "closed"
@@ -62,6 +63,37 @@ class Waker:
     rsock: socket.socket
     wsock: socket.socket
     server: Any
+
+
+@attrs.define(slots=True, eq=False)
+class FileSegment:
+    """Part of a file queued for output, sent with ``os.sendfile`` (no copy, never blocking).
+
+    The segment owns ``file`` and closes it when sent or when the connection closes.
+    """
+
+    file: Any
+    offset: int
+    count: int
+
+    def __len__(self) -> int:
+        return self.count
+
+    def send(self, sock: socket.socket) -> int:
+        """Send what the socket takes now; raises ``BlockingIOError`` when it takes nothing."""
+        sent = os.sendfile(sock.fileno(), self.file.fileno(), self.offset, min(self.count,
+                                                                             1 << 20))
+        if sent == 0:  # the file is shorter than promised: stop rather than loop
+            raise OSError("file shrank while being sent")
+        self.offset += sent
+        self.count -= sent
+        return sent
+
+    def close(self) -> None:
+        try:
+            self.file.close()
+        except OSError:
+            pass
 
 
 @attrs.define(slots=True, eq=False)
@@ -469,7 +501,7 @@ class Server:
         if state == STREAM:
             conn.buf.data.clear()  # a stream's client has nothing more to say; ignore it
             return
-        if state == BUSY:
+        if state is BUSY or state is WAIT:
             self._update_interest(conn)  # stop reading if too much is parked
             return
         self.process_input(conn)
@@ -531,6 +563,24 @@ class Server:
         conn.state = IDLE
         self.set_deadline(conn, self.now + self.limits.keepalive_timeout)
 
+    def park(self, conn: Connection) -> None:
+        """The current request will be answered later by :meth:`complete` (no deadline)."""
+        conn.state = WAIT
+        conn.deadline = float("inf")
+
+    def complete(self, conn: Connection, request: Request, result) -> None:
+        """Answer a request whose handler ran elsewhere (a worker thread); loop thread only.
+
+        ``result`` is what the handler returned, or the exception it raised. A connection that
+        closed meanwhile is left alone.
+        """
+        if conn.state is not WAIT or conn.request is not request:
+            return
+        conn.state = BUSY
+        answer(conn, request, result)
+        if conn.state is BUSY and conn.request is request:
+            self.resume(conn)
+
     def resume(self, conn: Connection) -> None:
         """Finish a request answered later (blocking handler): flush and parse what waits."""
         if conn.state == CLOSED:
@@ -563,11 +613,26 @@ class Server:
         out = conn.out
         sock = conn.sock
         while out:
+            first = out[0]
             try:
+                if first.__class__ is FileSegment:
+                    sent = first.send(sock)
+                    conn.out_bytes -= sent
+                    if first.count == 0:
+                        first.close()
+                        out.popleft()
+                    elif sent == 0:
+                        break
+                    continue
                 if len(out) == 1:
-                    sent = sock.send(out[0])
+                    sent = sock.send(first)
                 else:
-                    sent = sock.sendmsg(list(out)[:512])
+                    batch = []
+                    for item in out:
+                        if item.__class__ is FileSegment or len(batch) == 512:
+                            break
+                        batch.append(item)
+                    sent = sock.sendmsg(batch)
             except BlockingIOError:
                 break
             except (ConnectionError, OSError):
@@ -596,7 +661,7 @@ class Server:
         if state == CLOSED:
             return
         events = EVENT_WRITE if conn.out else 0
-        if state == BUSY:
+        if state is BUSY or state is WAIT:
             limits = self.limits
             if len(conn.buf.data) <= limits.max_request_line + limits.max_header_bytes:
                 events |= EVENT_READ
@@ -644,12 +709,48 @@ class Server:
                 pass
             conn.events = 0
         conn.sock.close()
+        for item in conn.out:
+            if item.__class__ is FileSegment:
+                item.close()
         conn.out.clear()
         conn.out_bytes = 0
         conn.buf.data = bytearray()
         self.conns.discard(conn)
         if not self.accepting and not self._accept_retry and not self.stopping:
             self._resume_accepting()
+
+    def begin_stream(self, conn: Connection, stream, head: bytes) -> None:
+        """Turn ``conn`` into a long-lived stream (SSE): queue ``head``, drop its deadline.
+
+        From now on the connection reads nothing more from the client (a stream's client has
+        nothing to say; what it sends is discarded), ``close_stream(stream, conn)`` is called
+        when it closes, and ``server.push(conn, data)`` sends to it.
+        """
+        conn.state = STREAM
+        conn.stream = stream
+        conn.request = None
+        conn.deadline = float("inf")
+        self.enqueue(conn, head)
+        self.flush(conn)
+
+    def push(self, conn: Connection, data: bytes) -> bool:
+        """Send ``data`` on a stream; apply the slow-consumer policy past the output cap.
+
+        Returns False when the connection is (now) closed. The policy is the default one:
+        a consumer whose queue would pass ``limits.output_cap`` is closed (it reconnects and
+        resumes from channel history); the queue never grows past the cap.
+        """
+        if conn.state is CLOSED:
+            return False
+        if conn.out_bytes + len(data) > self.limits.output_cap:
+            log.info("closing slow consumer %s (%d bytes queued)", conn.addr, conn.out_bytes)
+            self.close(conn)
+            return False
+        conn.out.append(data)
+        conn.out_bytes += len(data)
+        if len(conn.out) == 1:
+            self.flush(conn)
+        return conn.state is not CLOSED
 
     def finish_stream(self, conn: Connection) -> None:
         """End a long-lived stream: flush what is queued, then close."""
@@ -715,24 +816,28 @@ def handle_request(conn: Connection, request: Request):
     server = conn.server
     try:
         result = server.app.handle(request, conn)
-    except HTTPError as err:
-        error_response(err, conn)
-        return
     except Exception as exc:
-        log.error("handler failed for %s %s\n%s", request.method, request.target,
-                  traceback.format_exc())
-        error_response(_internal_error(exc, server.debug), conn)
+        answer(conn, request, exc)
         return
-    if result is _DEFERRED:
-        return  # the handler will write later (blocking handler, stream)
+    if result is _DEFERRED:  # the handler answers later through server.complete
+        conn.server.park(conn)
+    else:
+        answer(conn, request, result)
+
+
+def answer(conn: Connection, request: Request, result) -> None:
+    """Write ``result`` (a handler's return value, or the exception it raised) as the response
+    to ``request`` on ``conn``: ``write`` for values, ``error_response`` for exceptions."""
     try:
+        if isinstance(result, BaseException):
+            raise result
         write(result, conn)
     except HTTPError as err:
         error_response(err, conn)
     except Exception as exc:
-        log.error("writing the result of %s %s failed\n%s", request.method, request.target,
-                  traceback.format_exc())
-        error_response(_internal_error(exc, server.debug), conn)
+        log.error("handler failed for %s %s\n%s", request.method, request.target,
+                  "".join(traceback.format_exception(exc)))
+        error_response(_internal_error(exc, conn.server.debug), conn)
 
 
 class _Deferred:
@@ -809,6 +914,7 @@ def error_response(error: HTTPError, conn: Connection):
 
 __all__ = [
     "Server", "Listener", "Connection", "Waker", "process_ready", "buffer_input",
-    "handle_request", "write", "error_response", "close_stream", "send_response",
+    "handle_request", "write", "error_response", "close_stream", "send_response", "answer",
+    "FileSegment",
     "raise_fd_limit", "DEFERRED",
 ]

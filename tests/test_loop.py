@@ -298,3 +298,50 @@ def test_examples_hello_runs_as_a_script_and_stops_on_ctrl_c():
     finally:
         proc.kill()
         proc.communicate()
+
+
+class _ThreadedApp:
+    """An app whose handler runs on a thread and answers through ``server.complete``."""
+
+    def __init__(self):
+        self.server = None
+
+    def handle(self, request, conn):
+        if request.path == "/fast":
+            return "fast"
+
+        def work():
+            time.sleep(0.3)
+            self.server.call_soon_threadsafe(self.server.complete, conn, request,
+                                             f"slow {request.query}")
+
+        threading.Thread(target=work).start()
+        return clos_web.DEFERRED
+
+
+def test_deferred_answers_keep_pipelined_order_and_do_not_block_others(serve):
+    app = _ThreadedApp()
+    server = app.server = serve(app)
+    with connect(server) as sock, connect(server) as other:
+        sock.sendall(b"GET /slow?1 HTTP/1.1\r\nHost: t\r\n\r\n"
+                     b"GET /fast HTTP/1.1\r\nHost: t\r\n\r\n"
+                     b"GET /slow?2 HTTP/1.1\r\nHost: t\r\n\r\n")
+        t = time.monotonic()
+        other.sendall(b"GET /fast HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert Reader(other).read_response()[2] == b"fast"
+        assert time.monotonic() - t < 0.25
+        reader = Reader(sock)
+        assert [reader.read_response()[2] for _ in range(3)] == [b"slow 1", b"fast", b"slow 2"]
+
+
+def test_stop_lets_an_in_flight_request_finish(serve):
+    app = _ThreadedApp()
+    server = app.server = serve(app)
+    with connect(server) as sock:
+        sock.sendall(b"GET /slow?x HTTP/1.1\r\nHost: t\r\n\r\n")
+        time.sleep(0.05)
+        threading.Thread(target=server.stop, args=(5,)).start()
+        reader = Reader(sock)
+        status, headers, body = reader.read_response()
+        assert (status, body) == (200, b"slow x") and headers["connection"] == "close"
+        assert reader.closed()
