@@ -150,7 +150,8 @@ request_line = rf"({method}) ({request_target}) ({http_version})"
 chunk_header = r"([0-9A-Fa-f]{1,16})[ \t]*(?:;[\x09\x20-\x7e\x80-\xff]*)?"
 
 _REQUEST_LINE = re.compile(request_line)
-_FIELD_LINES = re.compile(rf"(?:{field_line})*")
+#  request head = request-line CRLF *( field-line CRLF )   (the final CRLF is cut off before)
+_HEAD = re.compile(rf"{request_line}\r\n((?:{field_line})*)")
 _FIELD_LINE = re.compile(field_line)
 _TOKEN = re.compile(token)
 _CHUNK_HEADER = re.compile(chunk_header)
@@ -341,25 +342,21 @@ def _parse_head(buf: Buffer):
         data.clear()
     else:
         del data[: end + 4]
-    line_end = head.find("\r\n")
-    if line_end > limits.max_request_line:
-        raise URITooLong(reason="request line too long")
-    if end + 4 - line_end > limits.max_header_bytes:
-        raise HeaderFieldsTooLarge(reason="header fields too large")
-    m = _REQUEST_LINE.fullmatch(head, 0, line_end)
+    m = _HEAD.fullmatch(head)
     if m is None:
-        raise BadRequest(reason=_request_line_problem(head[:line_end]))
-    method, target, version = m.groups()
+        _head_problem(head, limits)  # raises the precise error
+    method, target, version, fields = m.groups()
+    if len(head) - len(fields) > limits.max_request_line + 2:
+        raise URITooLong(reason="request line too long")
+    if len(fields) > limits.max_header_bytes:
+        raise HeaderFieldsTooLarge(reason="header fields too large")
     if version != "HTTP/1.1" and version != "HTTP/1.0":
         raise VersionNotSupported(reason=f"{version} is not supported")
-    fields_start = line_end + 2
-    if _FIELD_LINES.fullmatch(head, fields_start) is None:
-        raise BadRequest(reason=_field_problem(head[fields_start:]))
     headers = {}
     raw = []
     special = None
-    if fields_start < len(head):
-        for line in head[fields_start:-2].split("\r\n"):
+    if fields:
+        for line in fields[:-2].split("\r\n"):
             name, _, value = line.partition(":")
             value = value.strip(" \t")
             lname = name.lower()
@@ -483,6 +480,21 @@ def _absolute_target(request: Request) -> None:
 
 def _has_token(value: str, tok: str) -> bool:
     return any(t.strip(" \t").lower() == tok for t in value.split(","))
+
+
+def _head_problem(head: str, limits: Limits):
+    """Raise the precise error for a head that did not match the grammar."""
+    line_end = head.find("\r\n")
+    if line_end > limits.max_request_line:
+        raise URITooLong(reason="request line too long")
+    if len(head) - line_end - 2 > limits.max_header_bytes:
+        raise HeaderFieldsTooLarge(reason="header fields too large")
+    m = _REQUEST_LINE.fullmatch(head, 0, line_end)
+    if m is None:
+        raise BadRequest(reason=_request_line_problem(head[:line_end]))
+    if m.group(3) not in ("HTTP/1.1", "HTTP/1.0"):
+        raise VersionNotSupported(reason=f"{m.group(3)} is not supported")
+    raise BadRequest(reason=_field_problem(head[line_end + 2:]))
 
 
 def _request_line_problem(line: str) -> str:
