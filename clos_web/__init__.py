@@ -12,6 +12,10 @@ from .loop import (
     DEFERRED, Connection, Listener, Server, Waker, buffer_input, error_response, handle_request,
     process_ready, raise_fd_limit, write,
 )
+from .push import (
+    Channel, Channels, Event, EventStream, LongPoll, Message, channel, channels, encode_event,
+    end_stream, publish, subscribe, unsubscribe,
+)
 from ._generic import dispatcher
 
 
@@ -43,4 +47,6 @@ __all__ = [
     "VersionNotSupported", "parse", "parse_params", "process_ready", "buffer_input",
     "handle_request", "write", "error_response", "Connection", "Listener", "Waker",
     "DEFERRED", "raise_fd_limit", "dispatcher",
+    "Channel", "Channels", "Event", "EventStream", "LongPoll", "Message", "channel", "channels",
+    "encode_event", "end_stream", "publish", "subscribe", "unsubscribe",
 ]
