@@ -40,7 +40,7 @@ import attrs
 from . import sse
 from ._generic import dispatcher
 from .http import HTTPError, Request, Response, date_line, json_bytes, parse_params, status_line
-from .loop import Connection, close_stream, send_response, write
+from .loop import STREAM as _STREAM, Connection, close_stream, send_response, write
 
 log = logging.getLogger("clos_web.push")
 
@@ -403,15 +403,14 @@ class Channels:
                 outbox.clear()
             for ev, chunked, raw, waiters in batch:
                 if chunked:
-                    data = ev.chunk
-                    for conn in chunked:
-                        push(conn, data)
+                    _fanout(server, push, chunked, ev.chunk)
                 if raw:
-                    data = ev.raw
-                    for conn in raw:
-                        push(conn, data)
+                    _fanout(server, push, raw, ev.raw)
                 for waiter in waiters:
-                    waiter.wake([ev])
+                    try:
+                        waiter.wake([ev])
+                    except Exception:
+                        log.exception("long-poll answer failed")
 
     # -- joining and leaving -----------------------------------------------------------------
 
@@ -493,6 +492,30 @@ class Channels:
         for server, conns in per_server.items():
             _on_loop(server, _end_all, list(conns))
         return sum(len(c) for c in per_server.values())
+
+
+def _fanout(server, push, conns, data: bytes) -> None:
+    """Send the same ``data`` to every connection in ``conns`` (loop thread).
+
+    The fast path is one ``send`` per idle stream (nothing queued): its Python work around the
+    system call is a few attribute reads. A partial send, a stream with output already queued
+    or any other state goes through ``server.push``, which queues, registers for write-readiness
+    and applies the slow-consumer policy.
+    """
+    size = len(data)
+    for conn in conns:
+        if conn.out or conn.state is not _STREAM:
+            push(conn, data)
+            continue
+        try:
+            sent = conn.sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            server.close(conn)
+            continue
+        if sent != size:
+            push(conn, data[sent:])
 
 
 _HEARTBEAT = sse.comment("ping") + b"\n"
