@@ -1,14 +1,32 @@
-"""The contract app: /plaintext, /json and POST /echo.
+"""The contract app: /plaintext, /json, POST /echo, and push: GET /sub/CHANNEL (SSE),
+POST /pub/CHANNEL, GET /poll/CHANNEL (long-poll).
 
 Run: .venv/bin/python examples/hello.py --port 8000
 """
 
 import argparse
 import logging
+from urllib.parse import unquote
 
-from clos_web import App, Response, serve
+from clos_web import App, BadRequest, Channels, Response, channel, serve
 
-app = App()
+
+class _PrefixApp(App):
+    """STOPGAP until the routing trie lands in app.py: routes /sub/, /pub/ and /poll/ by prefix.
+
+    Replace with ``@app.get("/sub/{name}")`` etc. and a plain ``App()`` then.
+    """
+
+    def handle(self, request, conn=None):
+        prefix, _, rest = request.path[1:].partition("/")
+        route = _PUSH_ROUTES.get((request.method if request.method != "HEAD" else "GET", prefix))
+        if route is not None and rest:
+            return route(request, unquote(rest))
+        return super().handle(request, conn)
+
+
+app = _PrefixApp()
+channels = Channels()  # this app's channels (history, heartbeats)
 
 HELLO = Response(b"Hello, World!", content_type="text/plain")
 
@@ -30,12 +48,39 @@ def echo(request):
     return Response(request.body, headers=[("Content-Type", ctype)] if ctype else [])
 
 
+@channel(channels)
+def sub(request, name):
+    """GET /sub/CHANNEL: an SSE stream of CHANNEL (resumes from Last-Event-ID)."""
+    return name
+
+
+@channel(channels, poll=True)
+def poll(request, name):
+    """GET /poll/CHANNEL?lastEventId=ID: long-poll; JSON events after ID."""
+    return name
+
+
+def pub(request, name):
+    """POST /pub/CHANNEL: publish the body as one event's data; 202 with the event id."""
+    try:
+        data = request.body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest(reason="the event data must be UTF-8") from None
+    return Response(channels.publish(name, data), status=202, content_type="text/plain")
+
+
+_PUSH_ROUTES = {("GET", "sub"): sub, ("GET", "poll"): poll, ("POST", "pub"): pub}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--heartbeat", type=float, default=15.0, metavar="SECONDS",
+                        help="comment heartbeat interval on idle SSE streams")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
+    channels.heartbeat = args.heartbeat
     print(f"serving on http://{args.host}:{args.port}", flush=True)
     serve(app, args.port, args.host)
 
