@@ -444,6 +444,12 @@ def _check_incomplete_head(buf: Buffer) -> None:
     """No blank line yet: refuse early what can never become a valid head; remember progress."""
     data = buf.data
     limits = buf.limits
+    if data.startswith(b"\r\n"):  # empty lines before the request line are ignored
+        i = 0
+        while data.startswith(b"\r\n", i):
+            i += 2
+        del data[:i]
+        buf.scanned = 0
     n = len(data)
     line_end = data.find(b"\r\n", 0, limits.max_request_line + 2)
     if line_end < 0:
@@ -467,7 +473,11 @@ def _absolute_target(request: Request) -> None:
     if lower.startswith("http://") or lower.startswith("https://"):
         rest = target[target.index("//") + 2:]
         slash = rest.find("/")
-        path_query = rest[slash:] if slash >= 0 else "/"
+        query = rest.find("?")
+        if slash < 0 or 0 <= query < slash:  # no path: "http://host" or "http://host?q"
+            path_query = "/" + (rest[query:] if query >= 0 else "")
+        else:
+            path_query = rest[slash:]
         q = path_query.find("?")
         request.path = path_query if q < 0 else path_query[:q]
         request.query = "" if q < 0 else path_query[q + 1:]
@@ -525,6 +535,9 @@ def _field_problem(block: str) -> str:
     return "bad header fields"
 
 
+_MAX_CHUNK_LINE = 4096  # a chunk-size line with its extensions, without CRLF
+
+
 def _read_chunked(buf: Buffer, request: Request) -> bool:
     """Decode as much of a chunked body as has arrived; True when the message is complete."""
     data = buf.data
@@ -532,9 +545,9 @@ def _read_chunked(buf: Buffer, request: Request) -> bool:
     while True:
         state = buf._chunk_state
         if state == "size":
-            eol = data.find(b"\r\n")
+            eol = data.find(b"\r\n", 0, _MAX_CHUNK_LINE + 2)
             if eol < 0:
-                if len(data) > 4096:
+                if len(data) > _MAX_CHUNK_LINE:
                     raise BadRequest(reason="chunk header too long")
                 return False
             line = data[:eol].decode("latin-1")
