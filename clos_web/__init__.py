@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from .app import App, Route
+from .app import App, Route, default_app
+from .cookies import cookie_header, cookies, delete_cookie, parse_cookies, set_cookie
+from .middleware import cors, logging_middleware
+from .params import Length, ParamError, Pattern, Range, UploadedFile, parse_param, restrict
+from .responses import as_response, redirect, with_headers
+from .sessions import MemorySessions, Session, SignedCookieSessions
+from .static import StaticFiles
+from .workers import WorkerPool
 from .http import (
     BadRequest, Buffer, HTTPError, HeaderFieldsTooLarge, Limits, MethodNotAllowed, NotFound,
     NotImplementedCoding, PayloadTooLarge, Request, RequestTimeout, Response, URITooLong,
@@ -47,6 +54,10 @@ __all__ = [
     "VersionNotSupported", "parse", "parse_params", "process_ready", "buffer_input",
     "handle_request", "write", "error_response", "Connection", "Listener", "Waker",
     "DEFERRED", "raise_fd_limit", "dispatcher",
+    "default_app", "parse_param", "restrict", "Range", "Length", "Pattern", "UploadedFile",
+    "ParamError", "redirect", "as_response", "with_headers", "cookies", "parse_cookies",
+    "cookie_header", "set_cookie", "delete_cookie", "Session", "MemorySessions",
+    "SignedCookieSessions", "StaticFiles", "WorkerPool", "cors", "logging_middleware",
     "Channel", "Channels", "Event", "EventStream", "LongPoll", "Message", "channel", "channels",
     "encode_event", "end_stream", "publish", "subscribe", "unsubscribe",
 ]

@@ -1,37 +1,49 @@
-"""Applications: a table of routes and the handlers behind them.
+"""Applications: routes, middleware, mounted apps, sessions and a worker pool.
 
-An :class:`App` owns its routes. ``@app.route("GET", "/plaintext")`` (or ``@app.get(...)``)
-registers a handler; the handler is looked up when each request arrives, so redefining it at the
-REPL changes a running server at once. A handler takes no parameter, or one: the
-:class:`~clos_web.http.Request`.
+An :class:`App` owns a routing trie (:mod:`clos_web.routing`). ``@app.get("/add")`` registers a
+handler whose parameters are bound by name and converted by their annotations
+(:mod:`clos_web.params`); registering again for the same method and path replaces the route, so
+redefining a handler at the REPL changes a running server at once.
+
+- 404 when no path matches, 405 with ``Allow`` when the path exists for other methods; HEAD is
+  served by the GET handler (without a body); OPTIONS is answered with ``Allow`` (204) unless a
+  route handles it.
+- ``app.mount("/api", other)`` serves ``other``'s routes under ``/api`` (own routes win).
+- ``app.use(middleware)`` adds an around-handler function (:mod:`clos_web.middleware`).
+- ``app.static("/assets", "public/")`` serves a directory (:mod:`clos_web.static`).
+- ``blocking=True`` runs the handler on ``app.workers`` (:mod:`clos_web.workers`).
+
+>>> app = App()
+>>> @app.get("/add")
+... def add(a: int, b: int):
+...     return str(a + b)
+>>> from clos_web import Request
+>>> app.handle(Request("GET", "/add?a=1&b=2", path="/add", query="a=1&b=2"))
+'3'
 """
 
 from __future__ import annotations
 
-import inspect
-from typing import Callable
+from typing import Any, Callable
 
 import attrs
 
-from .http import MethodNotAllowed, NotFound, Request
+from .http import HTTPError, MethodNotAllowed, Request, Response
+from .params import compile_handler
+from .routing import Route, Router, split_pattern
+from .sessions import MemorySessions
+from .workers import WorkerPool
 
 _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
-
-
-@attrs.define(slots=True)
-class Route:
-    """One route: method, path and handler (and how many arguments the handler takes)."""
-
-    method: str
-    path: str
-    handler: Callable
-    wants_request: bool = False
-    max_body: int | None = None
 
 
 @attrs.define(slots=True, eq=False)
 class App:
     """A set of routes. ``handle(request, conn)`` answers one request.
+
+    ``sessions`` is the session store (server-side by default; see
+    :class:`~clos_web.sessions.SignedCookieSessions`), ``workers`` the pool for blocking
+    handlers, ``middleware`` the ordered list of around-handler functions.
 
     >>> app = App()
     >>> @app.get("/hello")
@@ -39,16 +51,31 @@ class App:
     ...     return "hi"
     """
 
-    routes: dict = attrs.field(factory=dict)  # path -> {method: Route}
+    router: Router = attrs.field(factory=Router)
+    middleware: list = attrs.field(factory=list)
+    sessions: Any = attrs.field(factory=MemorySessions)
+    workers: WorkerPool = attrs.field(factory=WorkerPool)
 
-    def route(self, method: str, path: str, *, max_body: int | None = None):
-        """Decorator registering ``fn`` for ``method`` and exact ``path``."""
+    # -- declaring ---------------------------------------------------------------------------
+
+    def route(self, method: str, path: str, *, max_body: int | None = None,
+              blocking: bool = False):
+        """Decorator registering ``fn`` for ``method`` and ``path`` (a pattern: ``{var}``,
+        ``{*rest}``). ``max_body`` raises this route's body limit; ``blocking=True`` runs the
+        handler on the worker pool.
+
+        >>> app = App()
+        >>> @app.route("PUT", "/card/{card_id}")
+        ... def move(card_id: int, x: int, y: int):
+        ...     return {"card": card_id, "at": [x, y]}
+        """
         method = method.upper()
 
         def register(fn: Callable) -> Callable:
-            params = list(inspect.signature(fn).parameters)
-            self.routes.setdefault(path, {})[method] = Route(
-                method, path, fn, wants_request=bool(params), max_body=max_body)
+            route = Route(method, path, fn, max_body=max_body, blocking=blocking, app=self)
+            route.var_names = tuple(split_pattern(path)[1])
+            route.invoke = compile_handler(fn, route, self)
+            self.router.add(route)
             return fn
 
         return register
@@ -62,31 +89,110 @@ class App:
         return self.route("POST", path, **kw)
 
     def put(self, path: str, **kw):
+        """``route("PUT", path)``."""
         return self.route("PUT", path, **kw)
 
     def delete(self, path: str, **kw):
+        """``route("DELETE", path)``."""
         return self.route("DELETE", path, **kw)
+
+    def patch(self, path: str, **kw):
+        """``route("PATCH", path)``."""
+        return self.route("PATCH", path, **kw)
+
+    def mount(self, prefix: str, app: "App") -> "App":
+        """Serve ``app``'s routes under ``prefix``: ``root.mount("/api", api)``. Returns ``app``.
+        """
+        self.router.mount(prefix, app)
+        return app
+
+    def use(self, middleware: Callable) -> None:
+        """Add ``middleware(request, call_next)``; the first added is the outermost."""
+        self.middleware.append(middleware)
+
+    def static(self, prefix: str, directory, **options) -> None:
+        """Serve the files under ``directory`` at ``prefix`` (see :class:`StaticFiles`).
+
+        >>> App().static("/assets", ".")
+        """
+        from .static import StaticFiles
+
+        files = StaticFiles(directory, **options)
+
+        def static_file(request: Request, path: str):
+            return files.respond(path, request)
+
+        self.get(prefix.rstrip("/") + "/{*path}")(static_file)
+
+    # -- answering ---------------------------------------------------------------------------
 
     def find(self, request: Request) -> Route:
         """The route for ``request``; raises 404, or 405 with ``Allow``."""
-        methods = self.routes.get(request.path)
-        if methods is None:
-            raise NotFound(reason=f"no route for {request.path}")
-        route = methods.get(request.method)
-        if route is None and request.method == "HEAD":
-            route = methods.get("GET")
-        if route is None:
-            allow = sorted(set(methods) | ({"HEAD"} if "GET" in methods else set()))
-            raise MethodNotAllowed(headers=[("Allow", ", ".join(allow))])
-        return route
+        return self.router.lookup(request.method, request.path).route
 
     def body_limit(self, request: Request, default: int) -> int:
         """The body limit for ``request``: its route's ``max_body`` or the server's default."""
-        methods = self.routes.get(request.path)
-        route = methods and methods.get(request.method)
-        return route.max_body if route is not None and route.max_body is not None else default
+        try:
+            route = self.router.lookup(request.method, request.path).route
+        except HTTPError:
+            return default
+        return default if route.max_body is None else route.max_body
 
     def handle(self, request: Request, conn=None):
-        """Find the route and call the handler; return what it returned."""
-        route = self.find(request)
-        return route.handler(request) if route.wants_request else route.handler()
+        """Find the route and call the handler (through the middleware); return its result,
+        or :data:`~clos_web.DEFERRED` for a blocking handler."""
+        if not self.middleware:
+            methods = self.router.exact.get(request.path)
+            if methods is not None:
+                route = methods.get(request.method)
+                if route is not None and not route.blocking:
+                    return route.invoke(request, conn, ())
+        return self._handle(request, conn)
+
+    def _handle(self, request: Request, conn):
+        try:
+            match = self.router.lookup(request.method, request.path)
+        except MethodNotAllowed as err:
+            if request.method == "OPTIONS":
+                allow = dict(err.headers)["Allow"]
+                answer = Response(b"", status=204, headers=[("Allow", allow + ", OPTIONS")])
+                return _chain(self.middleware, lambda r: answer)(request)
+            return _chain(self.middleware, _raiser(err))(request)
+        except HTTPError as err:
+            if request.method == "OPTIONS" and request.path == "*":
+                answer = Response(b"", status=204, headers=[("Allow", ", ".join(_METHODS))])
+                return _chain(self.middleware, lambda r: answer)(request)
+            return _chain(self.middleware, _raiser(err))(request)
+        route, values = match.route, match.values
+        layers = self.middleware
+        for mounted in match.mounts:
+            if mounted.middleware:
+                layers = layers + mounted.middleware
+        call = _chain(layers, lambda r: route.invoke(r, conn, values))
+        if route.blocking and conn is not None:
+            return self.workers.submit(conn, request, lambda: call(request))
+        return call(request)
+
+
+def _raiser(err: HTTPError) -> Callable:
+    def endpoint(request):
+        raise err
+
+    return endpoint
+
+
+def _chain(layers: list, endpoint: Callable) -> Callable:
+    call = endpoint
+    for mw in reversed(layers):
+        call = _wrap(mw, call)
+    return call
+
+
+def _wrap(mw: Callable, call_next: Callable) -> Callable:
+    return lambda request: mw(request, call_next)
+
+
+default_app = App()
+"""The app that module-level code may share, for convenience: ``@default_app.get("/")``."""
+
+__all__ = ["App", "Route", "default_app"]

@@ -48,6 +48,12 @@ def echo(request):
     return Response(request.body, headers=[("Content-Type", ctype)] if ctype else [])
 
 
+@app.get("/add")
+def add(a: int, b: int):
+    """GET /add?a=INT&b=INT: the sum as text/plain; a missing or non-integer one is a 400."""
+    return Response(str(a + b), content_type="text/plain")
+
+
 @channel(channels)
 def sub(request, name):
     """GET /sub/CHANNEL: an SSE stream of CHANNEL (resumes from Last-Event-ID)."""

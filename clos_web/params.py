@@ -1,0 +1,687 @@
+"""Typed handler parameters: binding by name, conversion by ``parse_param``, restrictions.
+
+Each handler parameter is bound by its name, from (first found wins) the path variables, the
+query string, then the body (``application/x-www-form-urlencoded``, ``multipart/form-data`` with
+file uploads, or a JSON object), and converted by its annotation:
+
+=============================  ================================================================
+``str`` (or no annotation)     the text as sent
+``int``                        strict: ``[+-]?[0-9]+`` (``12abc``, `` 12``, ``1_0`` are errors)
+``float``                      a finite decimal number (``nan``/``inf`` refused)
+``bool``                       ``true/1/yes/on`` or empty, ``false/0/no/off``
+``bytes``                      the text as UTF-8, or an uploaded file's content
+``Literal["a", "b"]``          one of the choices (compared as text)
+an ``Enum``                    a member by value, then by name
+``UploadedFile``               a ``multipart/form-data`` file part
+``list[T]``                    every value of a repeated parameter (``?id=1&id=2``)
+``T | None`` / a default       optional: ``None`` or the default when absent
+an attrs class                 built from a JSON object: the value under the parameter's name,
+                               or else the whole JSON body
+``Annotated[T, Range(1, 9)]``  ``T``, then the restrictions (``Range``, ``Length``,
+                               ``Pattern``, or your own with a ``restrict`` method)
+=============================  ================================================================
+
+Two parameters are not read from the request's data: one annotated
+:class:`~clos_web.http.Request` (or named ``request`` without annotation) receives the request,
+and one annotated :class:`~clos_web.sessions.Session` receives the client's session (created on
+demand; ``Session | None`` only loads an existing one).
+
+**Conversion is a generic function**: ``parse_param(kind, raw, bound)`` dispatches on the
+declared type (``type[int]``...) and on the raw value (``str`` from a query or form, ``int``,
+``list``, ``dict``... from JSON, :class:`UploadedFile`). Add a type by adding a method, at any
+time, even while serving::
+
+    @parse_param.dispatch
+    def parse_param(kind: type[Table], raw: str, bound):
+        return tables[parse_param(int, raw, bound)]
+
+**Ordering rule**: parameters are bound one by one in the order of the handler's signature.
+``bound`` is the dict of the parameters bound so far (name to value), so a type may depend on an
+earlier parameter (``card: CardOn[Table]`` finds the table in ``bound``); put the parameter it
+depends on first. Raise ``ValueError("reason")`` for bad input: the client gets a 400 naming the
+parameter and the reason (JSON for clients that accept JSON, text otherwise). Raise an
+:class:`~clos_web.http.HTTPError` for another status (404 for an unknown table).
+
+Binding is compiled once per handler at decoration time into a list of binder closures; per
+request it costs a few dict lookups and one ``parse_param`` call per parameter.
+"""
+
+from __future__ import annotations
+
+import enum
+import inspect
+import json
+import math
+import re
+import types
+import typing
+from typing import Annotated, Any, Callable, Literal, Union, get_args, get_origin
+
+import attrs
+
+from ._generic import dispatcher
+from .http import BadRequest, Request, Response, json_bytes, parse_params
+from .loop import Connection, error_response, send_response
+from .responses import with_headers
+from .sessions import Session
+
+# --------------------------------------------------------------------------------------------
+# Data
+
+
+@attrs.define(slots=True, eq=False)
+class UploadedFile:
+    """A file part of a ``multipart/form-data`` body.
+
+    >>> UploadedFile("notes.txt", "text/plain", b"hi").size
+    2
+    """
+
+    filename: str
+    content_type: str
+    data: bytes
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+
+@attrs.define(slots=True, frozen=True)
+class Choice:
+    """The declared type ``Literal[...]``, as parse_param sees it: one of ``values``.
+
+    >>> Choice(("red", "green")).values
+    ('red', 'green')
+    """
+
+    values: tuple
+
+
+@attrs.define(slots=True, frozen=True)
+class Range:
+    """Restriction: ``min <= value <= max`` (either may be None). ``Annotated[int, Range(1, 128)]``.
+    """
+
+    min: Any = None
+    max: Any = None
+
+
+@attrs.define(slots=True, frozen=True)
+class Length:
+    """Restriction on ``len(value)`` (str, bytes, list): ``Annotated[str, Length(1, 64)]``."""
+
+    min: int = 0
+    max: int | None = None
+
+
+@attrs.define(slots=True, frozen=True)
+class Pattern:
+    """Restriction: the text fully matches ``regex``: ``Annotated[str, Pattern("[a-z]+")]``."""
+
+    regex: str
+    _compiled: Any = attrs.field(init=False, repr=False, eq=False, hash=False)
+
+    def __attrs_post_init__(self):
+        object.__setattr__(self, "_compiled", re.compile(self.regex))
+
+
+class ParamError(BadRequest):
+    """400 for a parameter that is missing, malformed or out of its restrictions.
+
+    >>> str(ParamError("a", "not an integer"))
+    "400 parameter 'a': not an integer"
+    """
+
+    def __init__(self, param: str, why: str):
+        self.param = param
+        self.why = why
+        super().__init__(400, f"parameter {param!r}: {why}")
+
+
+# --------------------------------------------------------------------------------------------
+# Generic functions
+
+
+@dispatcher.abstract
+def parse_param(kind, raw, bound):
+    """Convert ``raw`` (a ``str`` from the query or a form, a JSON value, an
+    :class:`UploadedFile`) to the declared type ``kind``; ``bound`` holds the parameters bound
+    before this one. Raise ``ValueError(reason)`` for bad input (a 400 naming the parameter).
+
+    >>> parse_param(int, "42", {})
+    42
+    """
+
+
+@dispatcher.abstract
+def restrict(restriction, value):
+    """Check ``value`` against a restriction (``Range``, ``Length``, ``Pattern``...); raise
+    ``ValueError(reason)`` when it fails.
+
+    >>> restrict(Range(1, 9), 5)
+    """
+
+
+_INT = re.compile(r"[-+]?[0-9]{1,100}", re.ASCII)
+_FLOAT = re.compile(r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]{1,4})?", re.ASCII)
+_TRUE = frozenset(("", "1", "true", "yes", "on"))
+_FALSE = frozenset(("0", "false", "no", "off"))
+
+
+def _show(raw) -> str:
+    text = repr(raw)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+@parse_param.dispatch
+def parse_param(kind: object, raw: object, bound):
+    name = getattr(kind, "__name__", None) or repr(kind)
+    raise ValueError(f"expected {name}, got {_show(raw)}")
+
+
+@parse_param.dispatch
+def parse_param(kind: type[str], raw: str, bound):
+    return raw
+
+
+@parse_param.dispatch
+def parse_param(kind: type[int], raw: str, bound):
+    if _INT.fullmatch(raw) is None:
+        raise ValueError(f"not an integer: {_show(raw)}")
+    return int(raw)
+
+
+@parse_param.dispatch
+def parse_param(kind: type[int], raw: int, bound):
+    return raw
+
+
+@parse_param.dispatch
+def parse_param(kind: type[int], raw: bool, bound):
+    raise ValueError(f"not an integer: {_show(raw)}")
+
+
+@parse_param.dispatch
+def parse_param(kind: type[float], raw: str, bound):
+    if _FLOAT.fullmatch(raw) is None:
+        raise ValueError(f"not a number: {_show(raw)}")
+    value = float(raw)
+    if not math.isfinite(value):
+        raise ValueError(f"not a finite number: {_show(raw)}")
+    return value
+
+
+@parse_param.dispatch
+def parse_param(kind: type[float], raw: int | float, bound):
+    if isinstance(raw, bool) or not math.isfinite(raw):
+        raise ValueError(f"not a number: {_show(raw)}")
+    return float(raw)
+
+
+@parse_param.dispatch
+def parse_param(kind: type[bool], raw: str, bound):
+    low = raw.lower()
+    if low in _TRUE:
+        return True
+    if low in _FALSE:
+        return False
+    raise ValueError(f"not a boolean: {_show(raw)}")
+
+
+@parse_param.dispatch
+def parse_param(kind: type[bool], raw: bool, bound):
+    return raw
+
+
+@parse_param.dispatch
+def parse_param(kind: type[bytes], raw: str, bound):
+    return raw.encode("utf-8")
+
+
+@parse_param.dispatch
+def parse_param(kind: type[bytes], raw: UploadedFile, bound):
+    return raw.data
+
+
+@parse_param.dispatch
+def parse_param(kind: type[UploadedFile], raw: UploadedFile, bound):
+    return raw
+
+
+@parse_param.dispatch
+def parse_param(kind: Choice, raw: object, bound):
+    for value in kind.values:
+        if value == raw and type(value) is type(raw):
+            return value
+    if isinstance(raw, str):
+        for value in kind.values:
+            if str(value) == raw:
+                return value
+    raise ValueError(f"not one of {', '.join(map(str, kind.values))}: {_show(raw)}")
+
+
+@parse_param.dispatch
+def parse_param(kind: type[enum.Enum], raw: object, bound):
+    for member in kind:
+        if member.value == raw or str(member.value) == raw:
+            return member
+    for member in kind:
+        if member.name == raw:
+            return member
+    raise ValueError(f"not one of {', '.join(str(m.value) for m in kind)}: {_show(raw)}")
+
+
+@parse_param.dispatch
+def parse_param(kind: type, raw: dict, bound):
+    # A class from a JSON object: attrs classes, field by field through parse_param.
+    if not attrs.has(kind):
+        raise ValueError(f"expected {kind.__name__}, got a JSON object")
+    hints = typing.get_type_hints(kind, include_extras=True)
+    values = {}
+    for field in attrs.fields(kind):
+        if not field.init:
+            continue
+        key = field.alias or field.name
+        if key not in raw:
+            if field.default is attrs.NOTHING:
+                raise ValueError(f"{kind.__name__}.{field.name} missing")
+            continue
+        spec = _spec(hints.get(field.name, object))
+        try:
+            values[key] = spec.convert(raw[key], bound)
+        except ValueError as exc:
+            raise ValueError(f"{kind.__name__}.{field.name}: {exc}") from None
+    try:
+        return kind(**values)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"bad {kind.__name__}: {exc}") from None
+
+
+@restrict.dispatch
+def restrict(restriction: Range, value):
+    if restriction.min is not None and value < restriction.min:
+        raise ValueError(f"{_show(value)} is below {restriction.min}")
+    if restriction.max is not None and value > restriction.max:
+        raise ValueError(f"{_show(value)} is above {restriction.max}")
+
+
+@restrict.dispatch
+def restrict(restriction: Length, value):
+    n = len(value)
+    if n < restriction.min:
+        raise ValueError(f"length {n} is below {restriction.min}")
+    if restriction.max is not None and n > restriction.max:
+        raise ValueError(f"length {n} is above {restriction.max}")
+
+
+@restrict.dispatch
+def restrict(restriction: Pattern, value):
+    if restriction._compiled.fullmatch(value) is None:
+        raise ValueError(f"{_show(value)} does not match {restriction.regex}")
+
+
+# The parse_param methods by (declared kind, raw class). plum cannot cache calls whose first
+# argument is a type (its cache is keyed on the arguments' classes), so we cache the resolved
+# method ourselves. The table is bounded: declared kinds come from code, raw classes from a
+# fixed set. It is dropped whenever parse_param's method table changes, which plum signals by
+# clearing its own cache (we keep a marker in it) or by pending registrations.
+_methods: dict = {}
+_MARK = object()
+
+
+def _parse(kind, raw, bound):
+    fn = parse_param
+    if fn._pending or _MARK not in fn._cache:
+        _refresh()
+    method = _methods.get((kind, raw.__class__))
+    if method is None:
+        method = fn.resolve_method((kind, raw, bound))[0]
+        _methods[(kind, raw.__class__)] = method
+    return method(kind, raw, bound)
+
+
+def _refresh() -> None:
+    fn = parse_param
+    fn._resolve_pending_registrations()
+    _methods.clear()
+    fn._cache[_MARK] = None
+
+
+# --------------------------------------------------------------------------------------------
+# The request's data, parsed lazily once per request
+
+
+class _Inputs:
+    """What binders read: path values, query, body (parsed on first use), session."""
+
+    __slots__ = ("request", "conn", "values", "app", "query", "_body", "session", "store")
+
+    def __init__(self, request, conn, values, app, query):
+        self.request = request
+        self.conn = conn
+        self.values = values
+        self.app = app
+        self.query = query
+        self._body = None
+        self.session = None
+        self.store = None
+
+    def body(self):
+        """``("form", {name: [values]})`` / ``("json", value)`` / ``(None, None)``."""
+        if self._body is None:
+            self._body = _parse_body(self.request)
+        return self._body
+
+
+def parse_query(query: str) -> dict:
+    """``{name: [values]}`` from a query string; a fast path for plain ``a=1&b=2``.
+
+    >>> parse_query("a=1&b=2&a=3")
+    {'a': ['1', '3'], 'b': ['2']}
+    """
+    if not query:
+        return {}
+    if "%" in query or "+" in query or query.count("&") > 100:
+        return parse_params(query)
+    out = {}
+    for item in query.split("&"):
+        if not item:
+            continue
+        name, _, value = item.partition("=")
+        values = out.get(name)
+        if values is None:
+            out[name] = [value]
+        else:
+            values.append(value)
+    return out
+
+
+def _media_type(request: Request) -> tuple[str, str]:
+    ctype = request.headers.get("content-type", "")
+    media, _, params = ctype.partition(";")
+    return media.strip().lower(), params
+
+
+def _parse_body(request: Request):
+    if not request.body:
+        return (None, None)
+    media, params = _media_type(request)
+    if media == "application/x-www-form-urlencoded":
+        return ("form", parse_params(request.body))
+    if media == "multipart/form-data":
+        return ("form", parse_multipart(request.body, params))
+    if media == "application/json" or media.endswith("+json"):
+        try:
+            return ("json", json.loads(request.body))
+        except (ValueError, RecursionError) as exc:
+            raise BadRequest(reason=f"bad JSON body: {exc}") from None
+    return (None, None)
+
+
+_PARAM = re.compile(r';\s*([A-Za-z0-9_*-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)')
+
+
+def _header_params(text: str) -> dict:
+    out = {}
+    for m in _PARAM.finditer(";" + text if not text.startswith(";") else text):
+        value = m.group(2).strip()
+        if value.startswith('"'):
+            value = re.sub(r"\\(.)", r"\1", value[1:-1])
+        out[m.group(1).lower()] = value
+    return out
+
+
+def parse_multipart(body: bytes, content_type_params: str) -> dict:
+    """``{name: [str | UploadedFile]}`` from a ``multipart/form-data`` body (at most 1000
+    parts). ``content_type_params`` is what follows ``multipart/form-data`` in Content-Type.
+
+    >>> body = b'--B\\r\\nContent-Disposition: form-data; name="a"\\r\\n\\r\\n1\\r\\n--B--\\r\\n'
+    >>> parse_multipart(body, "; boundary=B")
+    {'a': ['1']}
+    """
+    boundary = _header_params(content_type_params).get("boundary")
+    if not boundary or len(boundary) > 200:
+        raise BadRequest(reason="multipart body without a boundary")
+    delim = b"--" + boundary.encode("latin-1")
+    pieces = body.split(b"\r\n" + delim)
+    first = pieces[0]
+    if not first.startswith(delim):
+        raise BadRequest(reason="bad multipart body")
+    pieces[0] = first[len(delim):]
+    if len(pieces) > 1001:
+        raise BadRequest(reason="too many multipart parts")
+    out = {}
+    for piece in pieces:
+        if piece.startswith(b"--"):
+            break  # the closing delimiter
+        head, sep, data = piece.partition(b"\r\n\r\n")
+        if not sep or not head.startswith(b"\r\n"):
+            raise BadRequest(reason="bad multipart part")
+        headers = {}
+        for line in head[2:].split(b"\r\n"):
+            name, _, value = line.decode("utf-8", "replace").partition(":")
+            headers[name.strip().lower()] = value.strip()
+        disposition = headers.get("content-disposition", "")
+        if not disposition.lower().startswith("form-data"):
+            continue
+        params = _header_params(disposition[len("form-data"):])
+        name = params.get("name")
+        if name is None:
+            continue
+        if "filename" in params:
+            value = UploadedFile(params["filename"], headers.get("content-type",
+                                 "application/octet-stream"), data)
+        else:
+            try:
+                value = data.decode("utf-8")
+            except UnicodeDecodeError:
+                raise BadRequest(reason=f"form field {name!r} is not UTF-8") from None
+        out.setdefault(name, []).append(value)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Compiling a handler's parameters into binders
+
+
+@attrs.define(slots=True, eq=False)
+class _Spec:
+    """A parameter's declared type, taken apart once."""
+
+    kind: Any
+    restrictions: tuple = ()
+    optional: bool = False
+    is_list: bool = False
+    item: Any = None  # the _Spec of list items
+
+    def convert(self, raw, bound):
+        if raw is None and self.optional:
+            return None
+        if self.is_list:
+            if not isinstance(raw, list):
+                raw = [raw]
+            value = [self.item.convert(r, bound) for r in raw]
+        else:
+            value = _parse(self.kind, raw, bound)
+        for r in self.restrictions:
+            restrict(r, value)
+        return value
+
+
+def _spec(annotation) -> _Spec:
+    restrictions = ()
+    if get_origin(annotation) is Annotated:
+        annotation, *extra = get_args(annotation)
+        restrictions = tuple(extra)
+    optional = False
+    origin = get_origin(annotation)
+    if origin is Union or origin is types.UnionType:
+        args = [a for a in get_args(annotation) if a is not type(None)]
+        optional = len(args) < len(get_args(annotation))
+        if len(args) != 1:
+            raise TypeError(f"a parameter has one type (or T | None), not {annotation}")
+        inner = _spec(args[0])
+        inner.optional = inner.optional or optional
+        inner.restrictions = inner.restrictions + restrictions
+        return inner
+    if origin is list:
+        (item,) = get_args(annotation) or (str,)
+        return _Spec(list, restrictions, optional, True, _spec(item))
+    if origin is Literal:
+        return _Spec(Choice(get_args(annotation)), restrictions, optional)
+    if annotation is inspect.Parameter.empty or annotation is typing.Any:
+        annotation = str
+    return _Spec(annotation, restrictions, optional)
+
+
+def _hints(fn: Callable) -> dict:
+    try:
+        return typing.get_type_hints(fn, include_extras=True)
+    except Exception:
+        return {}
+
+
+_MISSING = inspect.Parameter.empty
+
+
+def _bind_request(inp, bound):
+    return inp.request
+
+
+def _session_binder(create: bool):
+    def bind_session(inp, bound):
+        store = inp.app.sessions
+        session = store.load(inp.request)
+        if session is None and create:
+            session = store.create()
+        if session is not None:
+            inp.session = session
+            inp.store = store
+        return session
+
+    return bind_session
+
+
+def _binder(name: str, param: inspect.Parameter, annotation, var_names: tuple):
+    """One closure ``bind(inputs, bound) -> value`` for one parameter."""
+    if annotation is Request or (annotation is _MISSING and name == "request"):
+        return _bind_request
+    if annotation is Session:
+        return _session_binder(create=True)
+    if get_origin(annotation) in (Union, types.UnionType) and \
+            [a for a in get_args(annotation) if a is not type(None)] == [Session]:
+        return _session_binder(create=False)
+    spec = _spec(annotation)
+    default = param.default
+    convert = spec.convert
+
+    if name in var_names:
+        index = var_names.index(name)
+
+        def bind_path(inp, bound):
+            try:
+                return convert(inp.values[index], bound)
+            except ValueError as exc:
+                raise ParamError(name, str(exc)) from None
+
+        return bind_path
+
+    wants_list = spec.is_list
+    whole_body = not wants_list and isinstance(spec.kind, type) and attrs.has(spec.kind)
+    has_default = default is not _MISSING
+    optional = spec.optional
+
+    def bind(inp, bound):
+        values = inp.query.get(name)
+        if values is None:
+            if inp.request.body:
+                where, data = inp.body()
+                if where == "form":
+                    values = data.get(name)
+                elif where == "json":
+                    if type(data) is dict and name in data:
+                        values = data[name]
+                        if not (wants_list and type(values) is list):
+                            values = [values]
+                    elif whole_body and type(data) is dict:
+                        values = [data]
+            if values is None:
+                if has_default:
+                    return default
+                if optional:
+                    return None
+                raise ParamError(name, "missing")
+        try:
+            return convert(values if wants_list else values[0], bound)
+        except ValueError as exc:
+            raise ParamError(name, str(exc)) from None
+
+    return bind
+
+
+def compile_handler(fn: Callable, route, app) -> Callable:
+    """Compile ``fn``'s parameters into ``invoke(request, conn, values) -> result``.
+
+    Called once at decoration; ``route.handler`` is read at each request, so assigning a new
+    function with the same parameters to the route takes effect at once.
+    """
+    sig = inspect.signature(fn)
+    hints = _hints(fn)
+    binders = []
+    for name, param in sig.parameters.items():
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            raise TypeError(f"{fn.__name__}: *args and **kwargs cannot be bound from a request")
+        annotation = hints.get(name, param.annotation)
+        binders.append((name, _binder(name, param, annotation, route.var_names)))
+    missing = set(route.var_names) - set(sig.parameters)
+    if missing:
+        raise TypeError(f"{fn.__name__} has no parameter for path variable(s) {sorted(missing)}")
+
+    if not binders:
+        return lambda request, conn, values: route.handler()
+    if len(binders) == 1 and binders[0][1] is _bind_request:
+        return lambda request, conn, values: route.handler(request)
+    binders = tuple(binders)
+
+    def invoke(request, conn, values):
+        inp = _Inputs(request, conn, values, route.app, parse_query(request.query))
+        kwargs = {}
+        for name, bind in binders:
+            kwargs[name] = bind(inp, kwargs)
+        result = route.handler(**kwargs)
+        if inp.session is not None:
+            cookie = inp.store.save(inp.session)
+            if cookie is not None:
+                result = with_headers(result, [("Set-Cookie", cookie)])
+        return result
+
+    return invoke
+
+
+# --------------------------------------------------------------------------------------------
+# 400s for parameters: JSON for JSON clients
+
+
+def _wants_json(request: Request | None) -> bool:
+    if request is None:
+        return False
+    accept = request.headers.get("accept", "")
+    if "application/json" in accept:
+        return True
+    return "json" in request.headers.get("content-type", "") and "text/" not in accept
+
+
+@error_response.dispatch
+def error_response(error: ParamError, conn: Connection):
+    if _wants_json(conn.request):
+        body = json_bytes({"error": "bad parameter", "parameter": error.param,
+                           "reason": error.why, "status": error.status})
+        send_response(Response(body, status=error.status, content_type="application/json",
+                               headers=error.headers), conn)
+    else:
+        send_response(Response(f"{error.status} {error.reason}\n", status=error.status,
+                               content_type="text/plain", headers=error.headers), conn)
+
+
+__all__ = ["parse_param", "restrict", "UploadedFile", "Choice", "Range", "Length", "Pattern",
+           "ParamError", "parse_query", "parse_multipart", "compile_handler"]

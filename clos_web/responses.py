@@ -1,0 +1,107 @@
+"""What handlers return, beyond the loop's own ``write`` methods.
+
+The loop writes a :class:`~clos_web.http.Response`, ``str`` (text/html), ``bytes``, a ``dict`` or
+``list`` (JSON) and ``None`` (204). This module adds attrs instances (JSON), the generic function
+:func:`as_response` (a result as a Response, so middleware can add headers), :func:`with_headers`
+and :func:`redirect`.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import attrs
+
+from ._generic import dispatcher
+from .http import Response, json_bytes
+from .loop import Connection, send_response, write
+
+
+def _jsonable(obj):
+    if attrs.has(type(obj)):
+        return attrs.asdict(obj, value_serializer=_serialize)
+    return obj
+
+
+def _serialize(inst, field, value):
+    if isinstance(value, enum.Enum):
+        return value.value
+    return value
+
+
+@dispatcher.abstract
+def as_response(result):
+    """A handler's result as a :class:`Response` (``str`` is text/html, ``bytes``
+    application/octet-stream, dict/list/attrs instances JSON, ``None`` 204).
+
+    Add a method for a new result class so middleware can decorate it.
+
+    >>> as_response({"a": 1}).body
+    b'{"a":1}'
+    """
+
+
+@as_response.dispatch
+def as_response(result: Response):
+    return result
+
+
+@as_response.dispatch
+def as_response(result: str):
+    return Response(result, content_type="text/html")
+
+
+@as_response.dispatch
+def as_response(result: bytes):
+    return Response(result, content_type="application/octet-stream")
+
+
+@as_response.dispatch
+def as_response(result: dict | list):
+    return Response(json_bytes(result), content_type="application/json")
+
+
+@as_response.dispatch
+def as_response(result: None):
+    return Response(b"", status=204)
+
+
+@as_response.dispatch
+def as_response(result: object):
+    if attrs.has(type(result)):
+        return Response(json_bytes(_jsonable(result)), content_type="application/json")
+    raise TypeError(f"a handler returned {type(result).__name__}: add a write method for it")
+
+
+@write.dispatch
+def write(obj: object, conn: Connection):
+    # The fallback: attrs instances are sent as JSON; anything else is a programming error.
+    send_response(as_response(obj), conn)
+
+
+@dispatcher.abstract
+def with_headers(result, headers):
+    """``result`` with extra header fields (a list of ``(name, value)``), without changing the
+    original (a shared pre-built Response stays as it was).
+
+    >>> with_headers("hi", [("X-A", "1")]).headers
+    (('X-A', '1'),)
+    """
+
+
+@with_headers.dispatch
+def with_headers(result: object, headers):
+    r = as_response(result)
+    return Response(r.body, r.status, r.headers + tuple(headers), r.content_type)
+
+
+def redirect(location: str, status: int = 303) -> Response:
+    """A redirect response (303 See Other by default; 301, 302, 307, 308 also make sense).
+
+    >>> redirect("/lobby").headers
+    (('Location', '/lobby'),)
+    """
+    return Response(b"", status=status, headers=[("Location", location)])
+
+
+__all__ = ["as_response", "with_headers", "redirect"]
