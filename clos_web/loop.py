@@ -275,6 +275,10 @@ class Server:
         """Stop accepting, finish in-flight requests (up to ``timeout`` s), close everything."""
         if self.selector is None or self.stopped.is_set():
             return
+        if self._ident is None:  # bound but never run
+            self._teardown()
+            self.stopped.set()
+            return
         self.call_soon_threadsafe(self._begin_stop, timeout)
         if threading.get_ident() != self._ident:
             self.stopped.wait(timeout + 5)
@@ -374,17 +378,18 @@ class Server:
             self.now = now = time.monotonic()
             for key, mask in events:
                 ready = key.data
-                if mask & EVENT_WRITE and ready.__class__ is Connection:
-                    self.flush(ready)
-                    if not mask & EVENT_READ:
-                        continue
                 try:
+                    if mask & EVENT_WRITE:  # only connections ever wait to write
+                        self.flush(ready)
+                        if not mask & EVENT_READ:
+                            continue
                     process_ready(ready, self)
                 except Exception:
+                    # a bug or a surprise on one connection never takes the loop down
                     log.exception("process_ready failed")
-                    if isinstance(ready, Connection):
+                    if ready.__class__ is Connection:
                         self.close(ready)
-            while callbacks:
+            for _ in range(len(callbacks)):  # those queued now; later ones wait a turn
                 fn, args = callbacks.popleft()
                 try:
                     fn(*args)
