@@ -6,26 +6,11 @@ Run: .venv/bin/python examples/hello.py --port 8000
 
 import argparse
 import logging
-from urllib.parse import unquote
 
 from clos_web import App, BadRequest, Channels, Response, channel, serve
 
 
-class _PrefixApp(App):
-    """STOPGAP until the routing trie lands in app.py: routes /sub/, /pub/ and /poll/ by prefix.
-
-    Replace with ``@app.get("/sub/{name}")`` etc. and a plain ``App()`` then.
-    """
-
-    def handle(self, request, conn=None):
-        prefix, _, rest = request.path[1:].partition("/")
-        route = _PUSH_ROUTES.get((request.method if request.method != "HEAD" else "GET", prefix))
-        if route is not None and rest:
-            return route(request, unquote(rest))
-        return super().handle(request, conn)
-
-
-app = _PrefixApp()
+app = App()
 channels = Channels()  # this app's channels (history, heartbeats)
 
 HELLO = Response(b"Hello, World!", content_type="text/plain")
@@ -54,28 +39,28 @@ def add(a: int, b: int):
     return Response(str(a + b), content_type="text/plain")
 
 
+@app.get("/sub/{name}")
 @channel(channels)
-def sub(request, name):
+def sub(name: str):
     """GET /sub/CHANNEL: an SSE stream of CHANNEL (resumes from Last-Event-ID)."""
     return name
 
 
+@app.get("/poll/{name}")
 @channel(channels, poll=True)
-def poll(request, name):
+def poll(name: str):
     """GET /poll/CHANNEL?lastEventId=ID: long-poll; JSON events after ID."""
     return name
 
 
-def pub(request, name):
+@app.post("/pub/{name}")
+def pub(request, name: str):
     """POST /pub/CHANNEL: publish the body as one event's data; 202 with the event id."""
     try:
         data = request.body.decode("utf-8")
     except UnicodeDecodeError:
         raise BadRequest(reason="the event data must be UTF-8") from None
     return Response(channels.publish(name, data), status=202, content_type="text/plain")
-
-
-_PUSH_ROUTES = {("GET", "sub"): sub, ("GET", "poll"): poll, ("POST", "pub"): pub}
 
 
 def main(argv=None):
