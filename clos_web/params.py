@@ -162,7 +162,7 @@ def restrict(restriction, value):
     """
 
 
-_INT = re.compile(r"[-+]?[0-9]{1,100}", re.ASCII)
+_SIGNS = ("+", "-")
 _FLOAT = re.compile(r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]{1,4})?", re.ASCII)
 _TRUE = frozenset(("", "1", "true", "yes", "on"))
 _FALSE = frozenset(("0", "false", "no", "off"))
@@ -186,7 +186,8 @@ def parse_param(kind: type[str], raw: str, bound):
 
 @parse_param.dispatch
 def parse_param(kind: type[int], raw: str, bound):
-    if _INT.fullmatch(raw) is None:
+    digits = raw[1:] if raw[:1] in _SIGNS else raw
+    if not (digits.isdigit() and digits.isascii()) or len(digits) > 100:
         raise ValueError(f"not an integer: {_show(raw)}")
     return int(raw)
 
@@ -330,14 +331,24 @@ _MARK = object()
 
 
 def _parse(kind, raw, bound):
-    fn = parse_param
-    if fn._pending or _MARK not in fn._cache:
+    if parse_param._pending or _MARK not in parse_param._cache:
         _refresh()
     method = _methods.get((kind, raw.__class__))
     if method is None:
-        method = fn.resolve_method((kind, raw, bound))[0]
-        _methods[(kind, raw.__class__)] = method
+        method = _resolve(kind, raw, bound)
     return method(kind, raw, bound)
+
+
+def _resolve(kind, raw, bound):
+    method = parse_param.resolve_method((kind, raw, bound))[0]
+    _methods[(kind, raw.__class__)] = method
+    return method
+
+
+def _check_methods() -> None:
+    """Drop the resolved methods if parse_param's method table changed (once per request)."""
+    if parse_param._pending or _MARK not in parse_param._cache:
+        _refresh()
 
 
 def _refresh() -> None:
@@ -349,6 +360,9 @@ def _refresh() -> None:
 
 # --------------------------------------------------------------------------------------------
 # The request's data, parsed lazily once per request
+
+
+_NO_QUERY: dict = {}
 
 
 class _Inputs:
@@ -591,8 +605,20 @@ def _binder(name: str, param: inspect.Parameter, annotation, var_names: tuple):
     has_default = default is not _MISSING
     optional = spec.optional
 
+    kind = spec.kind
+    simple = not wants_list and not spec.restrictions
+
     def bind(inp, bound):
         values = inp.query.get(name)
+        if values is not None and simple:
+            raw = values[0]
+            method = _methods.get((kind, raw.__class__))
+            try:
+                if method is None:
+                    method = _resolve(kind, raw, bound)
+                return method(kind, raw, bound)
+            except ValueError as exc:
+                raise ParamError(name, str(exc)) from None
         if values is None:
             if inp.request.body:
                 where, data = inp.body()
@@ -632,6 +658,14 @@ def compile_handler(fn: Callable, route, app) -> Callable:
         if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
             raise TypeError(f"{fn.__name__}: *args and **kwargs cannot be bound from a request")
         annotation = hints.get(name, param.annotation)
+        if isinstance(annotation, str):
+            try:
+                annotation = eval(annotation, getattr(fn, "__globals__", {}))  # noqa: S307
+            except Exception as exc:
+                raise TypeError(f"{getattr(fn, '__name__', fn)}: cannot resolve the annotation "
+                                f"{annotation!r} of {name!r} ({exc}); with `from __future__ "
+                                "import annotations` types must be importable from the "
+                                "handler's module") from None
         binders.append((name, _binder(name, param, annotation, route.var_names)))
     missing = set(route.var_names) - set(sig.parameters)
     if missing:
@@ -644,7 +678,10 @@ def compile_handler(fn: Callable, route, app) -> Callable:
     binders = tuple(binders)
 
     def invoke(request, conn, values):
-        inp = _Inputs(request, conn, values, route.app, parse_query(request.query))
+        if parse_param._pending or _MARK not in parse_param._cache:
+            _refresh()
+        query = request.query
+        inp = _Inputs(request, conn, values, route.app, parse_query(query) if query else _NO_QUERY)
         kwargs = {}
         for name, bind in binders:
             kwargs[name] = bind(inp, kwargs)

@@ -8,6 +8,7 @@ import argparse
 import logging
 
 from clos_web import App, BadRequest, Channels, Response, channel, serve
+from clos_web.responses import PlainText
 
 
 app = App()
@@ -36,7 +37,7 @@ def echo(request):
 @app.get("/add")
 def add(a: int, b: int):
     """GET /add?a=INT&b=INT: the sum as text/plain; a missing or non-integer one is a 400."""
-    return Response(str(a + b), content_type="text/plain")
+    return PlainText(a + b)
 
 
 @app.get("/sub/{name}")
