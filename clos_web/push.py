@@ -809,11 +809,14 @@ def channel(registry: Channels | None = None, *, poll: bool = False, timeout: fl
     types are whatever the router binds (the wrapper keeps the signature). The connection gets an
     SSE stream, or with ``poll=True`` a long-poll answer. Usable bare (``@channel``) or called.
 
-    >>> app = App()
-    >>> @app.get("/feed")
-    ... @channel(poll=False)
-    ... def feed():
-    ...     return ["news"]
+    Example::
+
+        @app.get("/table/{table_id}/events")
+        @channel(registry)
+        def table_events(table_id: int, session: Session):
+            if not session.get("player"):
+                return False                  # 403
+            return [f"table-{table_id}"]
     """
     if callable(registry) and not isinstance(registry, Channels):
         return channel()(registry)
