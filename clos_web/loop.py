@@ -419,7 +419,7 @@ class Server:
             if conn.state in (IDLE, LINGER) or (conn.state == HEAD and not conn.buf.data):
                 self.close(conn)
             elif conn.state == STREAM:
-                self.finish_stream(conn)
+                shutdown_stream(conn.stream, conn)
 
     def _teardown(self) -> None:
         for conn in list(self.conns):
@@ -774,6 +774,16 @@ def close_stream(stream: object, conn: Connection):
     return None
 
 
+@dispatcher.abstract
+def shutdown_stream(stream, conn):
+    """End a stream gracefully when its server stops (a protocol may send a last frame)."""
+
+
+@shutdown_stream.dispatch
+def shutdown_stream(stream: object, conn: Connection):
+    conn.server.finish_stream(conn)
+
+
 # --------------------------------------------------------------------------------------------
 # process_ready methods
 
@@ -919,7 +929,8 @@ def error_response(error: HTTPError, conn: Connection):
 
 __all__ = [
     "Server", "Listener", "Connection", "Waker", "process_ready", "buffer_input",
-    "handle_request", "write", "error_response", "close_stream", "send_response", "answer",
+    "handle_request", "write", "error_response", "close_stream", "shutdown_stream",
+    "send_response", "answer",
     "FileSegment",
     "raise_fd_limit", "DEFERRED",
 ]

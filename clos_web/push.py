@@ -40,7 +40,7 @@ import attrs
 from . import sse
 from ._generic import dispatcher
 from .http import HTTPError, Request, Response, date_line, json_bytes, parse_params, status_line
-from .loop import STREAM as _STREAM, Connection, close_stream, send_response, write
+from .loop import STREAM as _STREAM, Connection, close_stream, send_response, shutdown_stream, write
 
 log = logging.getLogger("clos_web.push")
 
@@ -547,6 +547,11 @@ def end_stream(conn: Connection) -> None:
             conn.server.push(conn, sse.LAST_CHUNK)
     if not conn.closed:
         conn.server.finish_stream(conn)
+
+
+@shutdown_stream.dispatch
+def shutdown_stream(stream: Subscription, conn: Connection):
+    end_stream(conn)  # the last chunk, then close
 
 
 # --------------------------------------------------------------------------------------------

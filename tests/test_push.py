@@ -730,3 +730,27 @@ def test_hello_pub_sub_contract(hello):
     _, _, polled = poll(hello, f"/poll/demo?lastEventId={first_id}")
     assert [e["data"] for e in polled["events"]] == ["missed"]
     assert request(hello, b"GET /plaintext HTTP/1.1\r\nHost: t\r\n\r\n")[2] == b"Hello, World!"
+
+
+def test_server_stop_ends_a_chunked_stream_with_its_last_chunk(serve):
+    """A stopping server finishes chunked SSE streams properly (zero-length chunk, then close)."""
+    import clos_web
+
+    registry = clos_web.Channels()
+    app = clos_web.App()
+
+    @app.get("/s")
+    def s():
+        return clos_web.EventStream(["x"], registry=registry)
+
+    server = serve(app)
+    with connect(server) as sock:
+        sock.sendall(b"GET /s HTTP/1.1\r\nHost: t\r\n\r\n")
+        reader = Reader(sock)
+        status, headers = reader.read_head()
+        assert status == 200 and headers["transfer-encoding"] == "chunked"
+        wait_for(lambda: registry.subscriber_count("x") == 1)
+        server.stop(2)
+        while reader._fill():
+            pass
+        assert reader.data.endswith(b"0\r\n\r\n")
