@@ -120,11 +120,11 @@ def _byte_range(header: str, size: int):
             return "unsatisfiable"
         return (max(0, size - n), size - 1)
     start = int(first)
+    if start >= size:
+        return "unsatisfiable"
     end = int(last) if last else size - 1
     if end < start:
         return None
-    if start >= size:
-        return "unsatisfiable"
     return (start, min(end, size - 1))
 
 

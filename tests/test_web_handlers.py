@@ -1,0 +1,295 @@
+"""The web layer over real sockets: the /add contract, typed handlers, 400s, HEAD/OPTIONS/405,
+results and write methods, cookies, sessions, middleware, mounts, the REPL, blocking handlers."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+
+import attrs
+import pytest
+
+import clos_web
+from clos_web import (
+    App, Response, Session, SignedCookieSessions, cookies, cors, logging_middleware, redirect,
+    set_cookie,
+)
+from clos_web.loop import Connection, send_response
+
+from conftest import Reader, connect, request
+
+
+def GET(path: str, extra: str = "") -> bytes:
+    return f"GET {path} HTTP/1.1\r\nHost: t\r\n{extra}\r\n".encode()
+
+
+def test_add_follows_the_contract(hello):
+    status, headers, body = request(hello, GET("/add?a=12&b=30"))
+    assert (status, body) == (200, b"42")
+    assert headers["content-type"] == "text/plain; charset=utf-8"
+    status, headers, body = request(hello, GET("/add?a=12"))
+    assert status == 400 and b"'b'" in body and b"missing" in body
+    assert headers["content-type"].startswith("text/plain")
+    status, _, body = request(hello, GET("/add?a=12abc&b=1"))
+    assert status == 400 and b"'a'" in body and b"not an integer" in body
+    status, headers, body = request(hello, GET("/add?a=1&b=x", "Accept: application/json\r\n"))
+    assert status == 400 and headers["content-type"] == "application/json"
+    assert json.loads(body) == {"error": "bad parameter", "parameter": "b",
+                                "reason": "not an integer: 'x'", "status": 400}
+
+
+def test_head_options_405_404_on_typed_routes(serve):
+    app = App()
+
+    @app.get("/item/{n}")
+    def item(n: int):
+        return f"item {n}"
+
+    app.post("/item/{n}")(lambda n: "posted")
+    server = serve(app)
+    with connect(server) as sock:
+        reader = Reader(sock)
+        sock.sendall(b"HEAD /item/3 HTTP/1.1\r\nHost: t\r\n\r\n" + GET("/item/3"))
+        status, headers, _ = reader.read_response(head_only=True)
+        assert status == 200 and headers["content-length"] == "6"
+        assert reader.read_response()[2] == b"item 3"
+    status, headers, _ = request(server, b"OPTIONS /item/3 HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert status == 204 and headers["allow"] == "GET, HEAD, POST, OPTIONS"
+    status, headers, _ = request(server, b"DELETE /item/3 HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert status == 405 and headers["allow"] == "GET, HEAD, POST"
+    assert request(server, GET("/nothing/here"))[0] == 404
+    status, headers, _ = request(server, GET("/item/3/"))
+    assert status == 308 and headers["location"] == "/item/3"
+
+
+@attrs.define
+class Point:
+    x: int
+    y: int
+
+
+def test_results_are_written_by_their_class(serve):
+    app = App()
+    app.get("/str")(lambda: "<b>hi</b>")
+    app.get("/bytes")(lambda: b"\x00\x01")
+    app.get("/dict")(lambda: {"a": [1, 2]})
+    app.get("/attrs")(lambda: Point(1, 2))
+    app.get("/none")(lambda: None)
+    app.get("/go")(lambda: redirect("/str"))
+    app.get("/made")(lambda: Response("made", status=201, content_type="text/plain",
+                                      headers=[("X-Thing", "1")]))
+    server = serve(app)
+    cases = {"/str": (200, "text/html; charset=utf-8", b"<b>hi</b>"),
+             "/bytes": (200, "application/octet-stream", b"\x00\x01"),
+             "/dict": (200, "application/json", b'{"a":[1,2]}'),
+             "/attrs": (200, "application/json", b'{"x":1,"y":2}'),
+             "/made": (201, "text/plain; charset=utf-8", b"made")}
+    for path, (status, ctype, body) in cases.items():
+        got_status, headers, got = request(server, GET(path))
+        assert (got_status, headers.get("content-type"), got) == (status, ctype, body), path
+    assert request(server, GET("/none"))[0] == 204
+    status, headers, _ = request(server, GET("/go"))
+    assert status == 303 and headers["location"] == "/str"
+
+
+class Card:
+    def __init__(self, rank):
+        self.rank = rank
+
+
+def test_repl_changes_take_effect_on_a_running_server(serve):
+    """Redefine a handler, add a parse_param method and a write method while serving."""
+    app = App()
+
+    @app.get("/card")
+    def card(c: Card):
+        return c
+
+    server = serve(app)  # started with background=True
+    assert request(server, GET("/card?c=ace"))[0] == 400  # no parse_param for Card yet
+
+    @clos_web.parse_param.dispatch
+    def parse_param(kind: type[Card], raw: str, bound):
+        return Card(raw)
+
+    assert request(server, GET("/card?c=ace"))[0] == 500  # parsed, but no write for Card
+
+    @clos_web.write.dispatch
+    def write(obj: Card, conn: Connection):
+        send_response(Response(f"card {obj.rank}", content_type="text/plain"), conn)
+
+    assert request(server, GET("/card?c=ace"))[2] == b"card ace"
+
+    @app.get("/card")
+    def card(c: Card):  # noqa: F811 (redefined at the "REPL")
+        return f"new {c.rank}"
+
+    assert request(server, GET("/card?c=king"))[2] == b"new king"
+
+
+def test_cookies_are_parsed_and_set_with_their_attributes(serve):
+    app = App()
+
+    @app.get("/c")
+    def c(request):
+        theme = cookies(request).get("theme", "none")
+        response = set_cookie(Response(theme), "theme", "dark", max_age=3600, secure=True,
+                              samesite="Strict", domain="example.com", path="/app")
+        return set_cookie(response, "seen", "1", httponly=False, samesite=None)
+
+    server = serve(app)
+    with connect(server) as sock:
+        sock.sendall(GET("/c", "Cookie: a=1; theme=light\r\n"))
+        data = b""
+        while b"light" not in data:
+            data += sock.recv(65536)
+    lines = [line for line in data.split(b"\r\n") if line.startswith(b"Set-Cookie")]
+    assert lines == [b"Set-Cookie: theme=dark; Path=/app; Domain=example.com; Max-Age=3600; "
+                     b"Secure; HttpOnly; SameSite=Strict", b"Set-Cookie: seen=1; Path=/"]
+
+
+@pytest.mark.parametrize("store", [None, SignedCookieSessions(secret=b"s" * 32)],
+                         ids=["memory", "signed-cookie"])
+def test_sessions_keep_state_between_requests(serve, store):
+    app = App()
+    if store is not None:
+        app.sessions = store
+
+    @app.get("/count")
+    def count(session: Session):
+        session["n"] = session.get("n", 0) + 1
+        return str(session["n"])
+
+    app.get("/plain")(lambda: "plain")
+    server = serve(app)
+    assert "set-cookie" not in request(server, GET("/plain"))[1]
+    status, headers, body = request(server, GET("/count"))
+    assert body == b"1"
+    cookie = headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
+    pair = cookie.split(";")[0]
+    for expected in (b"2", b"3"):
+        status, headers, body = request(server, GET("/count", f"Cookie: {pair}\r\n"))
+        assert body == expected
+        pair = headers.get("set-cookie", pair).split(";")[0]
+    forged = pair[:-3] + ("abc" if not pair.endswith("abc") else "xyz")
+    assert request(server, GET("/count", f"Cookie: {forged}\r\n"))[2] == b"1"
+
+
+def test_memory_sessions_expire_when_idle_and_are_capped():
+    store = clos_web.MemorySessions(idle_timeout=0.05, max_sessions=3)
+    made = [store.create() for _ in range(5)]
+    assert len(store) == 3 and made[0].id not in store._sessions
+    time.sleep(0.1)
+    store.create()
+    assert len(store) == 1
+
+
+def test_middleware_is_ordered_and_wraps_errors_too(serve, caplog):
+    app = App()
+    seen = []
+
+    def outer(request, call_next):
+        seen.append("outer")
+        return call_next(request)
+
+    def inner(request, call_next):
+        seen.append("inner")
+        return call_next(request)
+
+    app.use(outer)
+    app.use(inner)
+    app.use(logging_middleware)
+    app.use(cors(origins=["https://a.example"]))
+    app.get("/x")(lambda: "x")
+    server = serve(app)
+    with caplog.at_level(logging.INFO, logger="clos_web.access"):
+        status, headers, _ = request(server, GET("/x", "Origin: https://a.example\r\n"))
+        assert status == 200 and headers["access-control-allow-origin"] == "https://a.example"
+        assert headers["vary"] == "Origin"
+        status, headers, _ = request(server, GET("/x", "Origin: https://evil.example\r\n"))
+        assert "access-control-allow-origin" not in headers
+        assert request(server, GET("/missing"))[0] == 404
+    assert seen[:2] == ["outer", "inner"]
+    assert any("GET /x 200" in r.getMessage() for r in caplog.records)
+    assert any("GET /missing 404" in r.getMessage() for r in caplog.records)
+    status, headers, _ = request(server, b"OPTIONS /x HTTP/1.1\r\nHost: t\r\n"
+                                 b"Origin: https://a.example\r\n"
+                                 b"Access-Control-Request-Method: PUT\r\n\r\n")
+    assert status == 204 and "PUT" in headers["access-control-allow-methods"]
+
+
+def test_mounted_apps_over_sockets(serve):
+    api = App()
+    api.get("/users/{uid}")(lambda uid: {"user": uid})
+    root = App()
+    root.get("/")(lambda: "home")
+    root.mount("/api/v1", api)
+    server = serve(root)
+    assert request(server, GET("/api/v1/users/ada"))[2] == b'{"user":"ada"}'
+    assert request(server, GET("/"))[2] == b"home"
+    assert request(server, GET("/api/v2/users/ada"))[0] == 404
+
+
+def test_form_post_and_json_post_over_sockets(serve):
+    app = App()
+
+    @app.post("/sum")
+    def total(a: int, b: int):
+        return {"sum": a + b}
+
+    server = serve(app)
+    body = b"a=2&b=40"
+    status, _, got = request(server, b"POST /sum HTTP/1.1\r\nHost: t\r\nContent-Type: "
+                             b"application/x-www-form-urlencoded\r\nContent-Length: 8\r\n\r\n"
+                             + body)
+    assert got == b'{"sum":42}'
+    body = b'{"a": 1, "b": "x"}'
+    status, headers, got = request(server, b"POST /sum HTTP/1.1\r\nHost: t\r\nContent-Type: "
+                                   b"application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+                                   + body)
+    assert status == 400 and json.loads(got)["parameter"] == "b"
+
+
+def test_a_blocking_handler_does_not_slow_other_connections(serve):
+    app = App()
+    app.get("/plaintext")(lambda: Response(b"Hello, World!", content_type="text/plain"))
+
+    @app.get("/slow", blocking=True)
+    def slow(seconds: float):
+        time.sleep(seconds)
+        return f"slept on {threading.current_thread().name}"
+
+    server = serve(app)
+    with connect(server) as slow_sock, connect(server) as fast:
+        started = time.monotonic()
+        slow_sock.sendall(GET("/slow?seconds=1") + GET("/plaintext"))
+        reader = Reader(fast)
+        worst = 0.0
+        n = 0
+        while time.monotonic() - started < 0.8:
+            t = time.monotonic()
+            fast.sendall(GET("/plaintext"))
+            assert reader.read_response()[2] == b"Hello, World!"
+            worst = max(worst, time.monotonic() - t)
+            n += 1
+        assert n >= 50 and worst < 0.1
+        slow_reader = Reader(slow_sock)
+        status, _, body = slow_reader.read_response()
+        assert status == 200 and body.startswith(b"slept on clos_web-worker")
+        assert 0.95 <= time.monotonic() - started < 3
+        assert slow_reader.read_response()[2] == b"Hello, World!"  # pipelined order kept
+
+
+def test_a_blocking_handler_that_raises_is_a_500_and_debug_shows_the_traceback(serve):
+    app = App()
+
+    @app.get("/boom", blocking=True)
+    def boom():
+        raise RuntimeError("in a worker")
+
+    server = serve(app, debug=True)
+    status, _, body = request(server, GET("/boom"))
+    assert status == 500 and b"RuntimeError: in a worker" in body
