@@ -29,7 +29,7 @@ from typing import Any, Callable
 import attrs
 
 from .http import HTTPError, MethodNotAllowed, Request, Response
-from .params import compile_handler
+from .params import compile_handler, wants_request
 from .routing import Route, Router, split_pattern
 from .sessions import MemorySessions
 from .workers import WorkerPool
@@ -75,6 +75,7 @@ class App:
             route = Route(method, path, fn, max_body=max_body, blocking=blocking, app=self)
             route.var_names = tuple(split_pattern(path)[1])
             route.invoke = compile_handler(fn, route, self)
+            route.wants_request = wants_request(fn)
             self.router.add(route)
             return fn
 

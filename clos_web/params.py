@@ -645,6 +645,15 @@ def _binder(name: str, param: inspect.Parameter, annotation, var_names: tuple):
     return bind
 
 
+def wants_request(fn: Callable) -> bool:
+    """Whether ``fn`` has a parameter bound to the request (annotated ``Request``, or named
+    ``request`` without annotation)."""
+    hints = _hints(fn)
+    return any(hints.get(n, p.annotation) is Request
+               or (n == "request" and p.annotation is _MISSING)
+               for n, p in inspect.signature(fn).parameters.items())
+
+
 def compile_handler(fn: Callable, route, app) -> Callable:
     """Compile ``fn``'s parameters into ``invoke(request, conn, values) -> result``.
 

@@ -275,7 +275,7 @@ def test_a_blocking_handler_does_not_slow_other_connections(serve):
             assert reader.read_response()[2] == b"Hello, World!"
             worst = max(worst, time.monotonic() - t)
             n += 1
-        assert n >= 50 and worst < 0.1
+        assert n >= 50 and worst < 0.2
         slow_reader = Reader(slow_sock)
         status, _, body = slow_reader.read_response()
         assert status == 200 and body.startswith(b"slept on clos_web-worker")
