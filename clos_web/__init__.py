@@ -6,7 +6,7 @@ from .app import App, Route, default_app
 from .cookies import cookie_header, cookies, delete_cookie, parse_cookies, set_cookie
 from .middleware import cors, logging_middleware
 from .params import Length, ParamError, Pattern, Range, UploadedFile, parse_param, restrict
-from .responses import as_response, redirect, with_headers
+from .responses import PlainText, as_response, redirect, with_headers
 from .sessions import MemorySessions, Session, SignedCookieSessions
 from .static import StaticFiles
 from .workers import WorkerPool
@@ -55,7 +55,7 @@ __all__ = [
     "handle_request", "write", "error_response", "Connection", "Listener", "Waker",
     "DEFERRED", "raise_fd_limit", "dispatcher",
     "default_app", "parse_param", "restrict", "Range", "Length", "Pattern", "UploadedFile",
-    "ParamError", "redirect", "as_response", "with_headers", "cookies", "parse_cookies",
+    "ParamError", "PlainText", "redirect", "as_response", "with_headers", "cookies", "parse_cookies",
     "cookie_header", "set_cookie", "delete_cookie", "Session", "MemorySessions",
     "SignedCookieSessions", "StaticFiles", "WorkerPool", "cors", "logging_middleware",
     "Channel", "Channels", "Event", "EventStream", "LongPoll", "Message", "channel", "channels",
