@@ -24,7 +24,7 @@ test: install
 	$(PY) -m pytest -p no:cacheprovider
 
 demo: install
-	$(PY) examples/hello.py --port $(PORT)
+	$(PY) -m examples.tabletop --port $(PORT)
 
 hello: install
 	$(PY) examples/hello.py --port $(PORT)

@@ -1,0 +1,377 @@
+"""The card table on the web: handlers with typed parameters, channels, static pages.
+
+Built only on ``clos_web``'s public API. :func:`tabletop` returns a :class:`Tabletop`: the
+:class:`~examples.tabletop.game.Game`, its :class:`~clos_web.Channels` and the
+:class:`~clos_web.App` serving them.
+
+Channels (one registry, so one ``Last-Event-ID`` places a client in all of them):
+
+- ``lobby``: ``table`` (a table's summary: opened, a seat taken or freed) and ``closed``.
+- ``table-<id>``: ``change`` (the stacks a move touched, the seats, a note), ``dice``,
+  ``chat``, ``closed``: everything public at that table.
+- ``hand-<id>-<player>``: ``hand``, the player's own cards; only a stream whose session *is*
+  that seated player joins it.
+
+Types of parameters, each a ``parse_param`` method (the chapter's ``define-http-type``):
+``TableOf[game]`` (a table id, bound to the open :class:`Table`), ``StackOn`` (a stack id on
+the table bound before it) and ``HandCard`` (a card id in the caller's hand at that table: the
+session is bound before it). A bad one answers 400/403/404 naming the parameter or the rule.
+
+Page state without loss: ``GET /api/tables/<id>`` answers the public table, the caller's hand
+and ``last_id``, the event id the state is current to; the page then streams
+``/api/tables/<id>/events?lastEventId=<last_id>`` and gets exactly the moves made since. A
+``reset`` event (history could not cover a gap) makes it fetch the state again.
+"""
+
+import json
+import pathlib
+from typing import Annotated, Literal
+
+import attrs
+
+from clos_web import (
+    App, Channels, Connection, Length, MemorySessions, Message, Range, Request, Response,
+    Session, StaticFiles, channel, encode_event, error_response, parse_param, write,
+)
+
+from .game import (
+    MAX_CHAT_TEXT, MAX_DICE, MAX_SEATS, MAX_TABLE_NAME, Change, ChatLine, Game,
+    GameError, Player, Roll, Table, custom_deck, standard_deck,
+)
+
+STATIC = pathlib.Path(__file__).resolve().parent / "static"
+
+# --------------------------------------------------------------------------------------------
+# Parameter types
+
+
+class TableOf:
+    """``TableOf[game]``: a table id in the request, bound to that open :class:`Table` of
+    ``game`` (404 if there is none). Made per game, so two apps never share tables."""
+
+    game: Game | None = None
+
+    def __class_getitem__(cls, game: Game):
+        return type("TableOf[Game]", (cls,), {"game": game})
+
+
+class StackOn:
+    """A stack id, looked up on the :class:`Table` bound before it (404 if not there)."""
+
+
+class HandCard:
+    """A card id, looked up in the caller's hand at the :class:`Table` bound before it; the
+    ``Session`` parameter must come before it too. A card that is not yours is a 403."""
+
+
+def _earlier(bound: dict, cls):
+    """The parameter of class ``cls`` bound before this one (the ordering rule)."""
+    for value in bound.values():
+        if isinstance(value, cls):
+            return value
+    raise TypeError(f"a parameter of type {cls.__name__} must come first in the handler")
+
+
+@parse_param.dispatch
+def parse_param(kind: type[TableOf], raw: str, bound):
+    return kind.game.table(raw)
+
+
+@parse_param.dispatch
+def parse_param(kind: type[StackOn], raw: str | int, bound):
+    table = _earlier(bound, Table)
+    return table.stack(parse_param(int, raw, bound))
+
+
+@parse_param.dispatch
+def parse_param(kind: type[HandCard], raw: str | int, bound):
+    table = _earlier(bound, Table)
+    session = next((v for v in bound.values() if isinstance(v, Session)), None)
+    return table.hand_card(player_of(session), parse_param(int, raw, bound))
+
+
+# --------------------------------------------------------------------------------------------
+# Wire forms: what each published object looks like on a stream
+
+
+def _json(value) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+@attrs.define(slots=True, eq=False)
+class Hand:
+    """A player's hand, for their own channel only."""
+
+    table: str
+    cards: list
+
+
+@attrs.define(slots=True, eq=False)
+class Closed:
+    """A table has closed."""
+
+    table: str
+    note: str = "the table is closed"
+
+
+@encode_event.dispatch
+def encode_event(message: Change):
+    return "change", _json(message.public())
+
+
+@encode_event.dispatch
+def encode_event(message: Roll):
+    return "dice", _json(message.public())
+
+
+@encode_event.dispatch
+def encode_event(message: ChatLine):
+    return "chat", _json(message.public())
+
+
+@encode_event.dispatch
+def encode_event(message: Hand):
+    return "hand", _json({"table": message.table, "cards": message.cards})
+
+
+@encode_event.dispatch
+def encode_event(message: Closed):
+    return "closed", _json({"table": message.table, "note": message.note})
+
+
+# --------------------------------------------------------------------------------------------
+# Refusals: JSON for the page, text for curl
+
+
+def _wants_json(request: Request | None) -> bool:
+    return request is not None and "json" in request.headers.get("accept", "")
+
+
+@error_response.dispatch
+def error_response(error: GameError, conn: Connection):
+    if _wants_json(conn.request):
+        body = _json({"error": error.reason, "status": error.status})
+        write(Response(body, status=error.status, content_type="application/json"), conn)
+    else:
+        write(Response(f"{error.status} {error.reason}\n", status=error.status,
+                       content_type="text/plain"), conn)
+
+
+# --------------------------------------------------------------------------------------------
+# Who is asking
+
+
+def player_of(session: Session | None) -> Player | None:
+    """The :class:`Player` a session has chosen to be, or None."""
+    if session is None:
+        return None
+    me = session.get("player")
+    return None if me is None else Player(me["id"], me["name"])
+
+
+def me(session: Session | None) -> Player:
+    """The session's player, or 401: choose a name first."""
+    player = player_of(session)
+    if player is None:
+        raise GameError(401, "choose a name first")
+    return player
+
+
+# --------------------------------------------------------------------------------------------
+# The app
+
+
+@attrs.define(slots=True, eq=False)
+class Tabletop:
+    """The demo: the ``game`` (tables), the ``channels`` (lobby, tables, hands), the ``app``.
+    """
+
+    game: Game
+    channels: Channels
+    app: App
+
+    # -- publishing ------------------------------------------------------------------------
+
+    def lobby(self, table: Table) -> None:
+        """Tell the lobby how ``table`` looks now."""
+        self.channels.publish("lobby", Message(table.summary(), "table"))
+
+    def publish(self, change: Change) -> dict:
+        """Push ``change`` to the table, each changed hand to its owner, seats to the lobby;
+        answer the move's result (the event id)."""
+        table = change.table
+        event_id = self.channels.publish(f"table-{table.id}", change)
+        for player in change.hands:
+            self.channels.publish(hand_channel(table, player), Hand(table.id, table.hand(player)))
+        if change.seats_changed:
+            self.lobby(table)
+        return {"ok": True, "id": event_id, "note": change.note}
+
+    def close(self, table: Table) -> None:
+        """Close ``table``: its players and the lobby are told."""
+        self.game.close(table)
+        self.channels.publish(f"table-{table.id}", Closed(table.id))
+        self.channels.publish("lobby", Message({"id": table.id}, "closed"))
+
+    def state(self, table: Table, player: Player | None) -> dict:
+        """The table as ``player`` may see it, and the event id it is current to."""
+        seat = table.seat_of(player)
+        return {"table": table.public(), "last_id": self.channels.last_id,
+                "you": None if player is None else {
+                    "id": player.id, "name": player.name,
+                    "seat": None if seat is None else seat.number,
+                    "hand": table.hand(player)}}
+
+
+def hand_channel(table: Table, player: Player) -> str:
+    """The name of ``player``'s private channel at ``table``."""
+    return f"hand-{table.id}-{player.id}"
+
+
+def tabletop(game: Game | None = None, *, history: int = 500, max_age: float = 1800.0,
+             retry: float = 1.0) -> Tabletop:
+    """Build the demo: a new :class:`Game` (or ``game``), its channels and its routes."""
+    game = game if game is not None else Game()
+    app = App(sessions=MemorySessions(idle_timeout=24 * 3600, max_sessions=10_000))
+    registry = Channels(history=history, max_age=max_age, heartbeat=15.0, retry=retry,
+                        retry_jitter=1.0, max_channels=20_000)
+    tt = Tabletop(game, registry, app)
+    files = StaticFiles(STATIC)
+    TableP = TableOf[game]
+
+    # -- pages -----------------------------------------------------------------------------
+
+    @app.get("/")
+    def index(request: Request):
+        return files.respond("index.html", request)
+
+    @app.get("/t/{table_id}")
+    def table_page(request: Request, table_id: str):
+        return files.respond("index.html", request)
+
+    app.static("/static", STATIC)
+
+    # -- who am I --------------------------------------------------------------------------
+
+    @app.get("/api/me")
+    def whoami(session: Session | None):
+        player = player_of(session)
+        return {"player": None if player is None else {"id": player.id, "name": player.name}}
+
+    @app.post("/api/me")
+    def choose_name(session: Session, name: Annotated[str, Length(1, 200)]):
+        old = player_of(session)
+        player = Player.new(name)
+        if old is not None:
+            player.id = old.id
+        session["player"] = {"id": player.id, "name": player.name}
+        return {"player": session["player"]}
+
+    # -- the lobby -------------------------------------------------------------------------
+
+    @app.get("/api/tables")
+    def list_tables():
+        return {"tables": game.summaries(), "last_id": registry.last_id}
+
+    @app.get("/api/lobby/events")
+    @channel(registry)
+    def lobby_events():
+        return "lobby"
+
+    @app.post("/api/tables")
+    def open_table(session: Session, name: Annotated[str, Length(1, MAX_TABLE_NAME * 2)],
+                   seats: Annotated[int, Range(2, MAX_SEATS)] = 4,
+                   deck: Literal["standard", "custom"] = "standard",
+                   cards: Annotated[str, Length(0, 4000)] = ""):
+        player = me(session)
+        faces = standard_deck() if deck == "standard" else custom_deck(cards)
+        for idle in game.close_idle():
+            tt.close(idle)
+        table = game.open(name, seats, faces)
+        table.join(player, 1)
+        tt.lobby(table)
+        return Response(_json({"table": table.summary()}), status=201,
+                        content_type="application/json",
+                        headers=[("Location", f"/t/{table.id}")])
+
+    # -- a table: state and streams --------------------------------------------------------
+
+    @app.get("/api/tables/{table}")
+    def show_table(table: TableP, session: Session | None):
+        return tt.state(table, player_of(session))
+
+    @app.get("/api/tables/{table}/events")
+    @channel(registry)
+    def table_events(table: TableP, session: Session | None):
+        """The table's public moves, and the caller's own hand if they hold a seat."""
+        names = [f"table-{table.id}"]
+        player = player_of(session)
+        if table.seat_of(player) is not None:
+            names.append(hand_channel(table, player))
+        return names
+
+    @app.get("/api/tables/{table}/hands/{player_id}/events")
+    @channel(registry)
+    def hand_events(table: TableP, player_id: str, session: Session | None):
+        """One player's hand alone: only that player's session may read it (else 403)."""
+        player = player_of(session)
+        if player is None or player.id != player_id or table.seat_of(player) is None:
+            return False
+        return hand_channel(table, player)
+
+    # -- seats -----------------------------------------------------------------------------
+
+    @app.post("/api/tables/{table}/join")
+    def join(table: TableP, session: Session, seat: Annotated[int, Range(1, MAX_SEATS)]):
+        return tt.publish(table.join(me(session), seat))
+
+    @app.post("/api/tables/{table}/leave")
+    def leave(table: TableP, session: Session):
+        result = tt.publish(table.leave(me(session)))
+        if table.is_empty():
+            tt.close(table)
+        return result
+
+    # -- cards -----------------------------------------------------------------------------
+
+    Fraction = Annotated[float, Range(0.0, 1.0)]
+
+    @app.post("/api/tables/{table}/draw")
+    def draw(table: TableP, session: Session, stack: StackOn):
+        return tt.publish(table.draw(me(session), stack))
+
+    @app.post("/api/tables/{table}/play")
+    def play(table: TableP, session: Session, card: HandCard, x: Fraction = 0.5,
+             y: Fraction = 0.5, face: Literal["up", "down"] = "up",
+             onto: StackOn | None = None):
+        return tt.publish(table.play(me(session), card, x, y, face == "up", onto))
+
+    @app.post("/api/tables/{table}/move")
+    def move(table: TableP, session: Session, stack: StackOn, x: Fraction = 0.5,
+             y: Fraction = 0.5, top: bool = False, onto: StackOn | None = None):
+        return tt.publish(table.move(me(session), stack, x, y, top, onto))
+
+    @app.post("/api/tables/{table}/flip")
+    def flip(table: TableP, session: Session, stack: StackOn, whole: bool = False):
+        return tt.publish(table.flip(me(session), stack, whole))
+
+    @app.post("/api/tables/{table}/shuffle")
+    def shuffle(table: TableP, session: Session, stack: StackOn):
+        return tt.publish(table.shuffle(me(session), stack))
+
+    # -- dice and chat ---------------------------------------------------------------------
+
+    @app.post("/api/tables/{table}/roll")
+    def roll(table: TableP, session: Session, dice: Annotated[int, Range(1, MAX_DICE)] = 2,
+             sides: Annotated[int, Range(2, 100)] = 6):
+        result = table.roll(me(session), dice, sides)
+        event_id = registry.publish(f"table-{table.id}", result)
+        return {"ok": True, "id": event_id, "values": result.values}
+
+    @app.post("/api/tables/{table}/chat")
+    def say(table: TableP, session: Session,
+            text: Annotated[str, Length(1, MAX_CHAT_TEXT * 2)]):
+        line = table.say(me(session), text)
+        return {"ok": True, "id": registry.publish(f"table-{table.id}", line)}
+
+    return tt
