@@ -1,0 +1,143 @@
+"""The demo in real browsers: two headless Chromium contexts (two players, two sessions) at one
+table. A plays a card and B sees it within a second; B reloads and still sees the table as it
+is; A's hand never reaches B's page. Screenshots of both views are saved to ``artifacts/``
+(git-ignored) for a human to look at."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import sys
+import time
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from examples.tabletop.app import tabletop  # noqa: E402
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = ROOT / "artifacts"
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not os.path.exists(CHROMIUM),
+                       reason=f"{CHROMIUM} is absent (Debian package chromium)"),
+]
+
+
+def choose_name(page, name: str) -> None:
+    page.fill("#name-input", name)
+    page.click("#name-form button")
+    page.wait_for_selector(f"#me:has-text('{name}')")
+
+
+def hand_faces(page) -> list:
+    return page.eval_on_selector_all("#hand .card", "cards => cards.map(c => c.title)")
+
+
+def test_two_players_in_two_browsers_share_one_table(serve):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    tt = tabletop(retry=0.5)
+    server = serve(tt.app)
+    ARTIFACTS.mkdir(exist_ok=True)
+    started = time.monotonic()
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run"])
+        try:
+            size = {"width": 1100, "height": 760}
+            a = browser.new_context(viewport=size).new_page()
+            b = browser.new_context(viewport=size).new_page()  # its own cookies: its own session
+            for page in (a, b):
+                page.set_default_timeout(8_000)
+            answers = []  # every API answer B's page got (streams aside)
+            b.on("response", lambda r: answers.append(r.text())
+                 if "/api/" in r.url and "/events" not in r.url else None)
+
+            # B waits in the lobby; A opens a table, which appears in B's lobby by itself
+            b.goto(server.url + "/")
+            choose_name(b, "Bob")
+            b.wait_for_selector("#live-lobby.on")
+            a.goto(server.url + "/")
+            choose_name(a, "Ada")
+            a.fill("#new-table input[name=name]", "Browser night")
+            a.select_option("#new-table select[name=seats]", "2")
+            a.click("#new-table button[type=submit]")
+            a.wait_for_url("**/t/*")
+            table_id = a.url.rsplit("/", 1)[1]
+            a.wait_for_selector("#live-table.on")
+            b.wait_for_selector(f"li[data-table='{table_id}']:has-text('Browser night')")
+
+            # B joins by seat
+            b.click(f"li[data-table='{table_id}'] a")
+            b.wait_for_selector("#live-table.on")
+            b.click("#seats button[data-seat='2']")
+            b.wait_for_selector("#seats .seat.mine:has-text('Bob')")
+            a.wait_for_selector("#seats .seat:has-text('Bob')")
+
+            # A draws three cards: tap the deck, press Draw
+            a.click("#felt .stack .card")
+            for n in (1, 2, 3):
+                a.click("#stack-bar button[data-act=draw]")
+                a.wait_for_function(f"document.querySelectorAll('#hand .card').length === {n}")
+            faces = hand_faces(a)
+            assert len(set(faces)) == 3
+            b.wait_for_selector("#seats .seat:has-text('Ada') .count:has-text('3')")
+
+            # A plays a card face up by dragging it onto the felt; B sees it within a second
+            played = faces[0]
+            card = a.locator(f"#hand .card[title='{played}']").bounding_box()
+            felt = a.locator("#felt").bounding_box()
+            a.mouse.move(card["x"] + card["width"] / 2, card["y"] + card["height"] / 2)
+            a.mouse.down()
+            a.mouse.move(felt["x"] + felt["width"] * 0.3, felt["y"] + felt["height"] * 0.4,
+                         steps=8)
+            t0 = time.monotonic()
+            a.mouse.up()
+            b.wait_for_selector(f"#felt .card[title='{played}']", timeout=1_000)
+            seen_after = time.monotonic() - t0
+            assert seen_after < 1.0
+            a.wait_for_function("document.querySelectorAll('#hand .card').length === 2")
+            b.wait_for_selector("#seats .seat:has-text('Ada') .count:has-text('2')")
+
+            # B reloads and still sees the table as it is, and A plays another while B is away
+            received = b.evaluate("window.tabletopEvents")
+            b.reload()
+            b.wait_for_selector("#live-table.on")
+            b.wait_for_selector(f"#felt .card[title='{played}']")
+            b.wait_for_selector("#seats .seat.mine:has-text('Bob')")
+            b.wait_for_selector("#seats .seat:has-text('Ada') .count:has-text('2')")
+            assert b.locator("#felt .stack").count() == 2  # the deck and the played card
+            a.click(f"#hand .card[title='{faces[1]}']")
+            a.check("#face-down")
+            a.click("#play-selected")
+            b.wait_for_function("document.querySelectorAll('#felt .stack').length === 3")
+            b.wait_for_selector("#seats .seat:has-text('Ada') .count:has-text('1')")
+            assert b.locator(f"#felt .card[title='{faces[1]}']").count() == 0  # face down
+
+            # B chats, A reads it
+            b.fill("#chat-input", "nice card, Ada")
+            b.press("#chat-input", "Enter")
+            a.wait_for_selector("#log li.chat:has-text('nice card, Ada')")
+
+            # A's hand never reached B's page: not in its DOM, not in any event it received
+            hidden = faces[1:]
+            html = b.content()
+            received = "\n".join(received + b.evaluate("window.tabletopEvents"))
+            answered = "\n".join(answers)
+            assert played in received and played in answered and played in html
+            for face in hidden:
+                assert face not in html and face not in received and face not in answered
+            assert hand_faces(b) == []
+            assert hand_faces(a) == [faces[2]]
+
+            a.screenshot(path=str(ARTIFACTS / "tabletop-player-a.png"))
+            b.screenshot(path=str(ARTIFACTS / "tabletop-player-b.png"))
+        finally:
+            browser.close()
+    assert time.monotonic() - started < 30
