@@ -104,7 +104,7 @@ class Connection:
     server: Any
     addr: Any = None
     buf: Buffer = attrs.field(factory=Buffer)
-    out: deque = attrs.field(factory=deque)
+    out: list = attrs.field(factory=list)  # bytes, memoryviews and FileSegments, in order
     out_bytes: int = 0
     events: int = EVENT_READ
     state: str = HEAD
@@ -625,9 +625,7 @@ class Server:
                     conn.out_bytes -= sent
                     if first.count == 0:
                         first.close()
-                        out.popleft()
-                    elif sent == 0:
-                        break
+                        del out[0]
                     continue
                 if len(out) == 1:
                     sent = sock.send(first)
@@ -644,14 +642,19 @@ class Server:
                 self.close(conn)
                 return
             conn.out_bytes -= sent
+            done = 0
             while sent:
-                first = out[0]
-                if sent >= len(first):
-                    sent -= len(first)
-                    out.popleft()
+                n = len(out[done])
+                if sent >= n:
+                    sent -= n
+                    done += 1
                 else:
-                    out[0] = memoryview(first)[sent:]
+                    out[done] = memoryview(out[done])[sent:]
                     sent = 0
+            if done:
+                del out[:done]  # one deletion per send: a long queue costs O(n), not O(n^2)
+            else:
+                break  # a partial send: the socket is full
         if conn.close_after and not out:
             self._linger(conn)
             return
