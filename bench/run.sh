@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Entry point of `make bench` (Makefile: `bench: install; bash bench/run.sh $(ARGS)`):
+#   bash bench/run.sh [http_bench.py options]
+# e.g.  make bench ARGS="--quick"   or   bash bench/run.sh --rounds 5 --servers clos_web,aiohttp
+# Options can also come from $BENCH_ARGS. Runs setup.sh first (idempotent).
+set -euo pipefail
+
+BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+bash "$BENCH_DIR/setup.sh"
+
+marker="$(mktemp)"
+trap 'rm -f "$marker"' EXIT
+status=0
+# shellcheck disable=SC2086  # BENCH_ARGS is intentionally word-split
+"$BENCH_DIR/.venv/bin/python" "$BENCH_DIR/http_bench.py" ${BENCH_ARGS:-} "$@" || status=$?
+
+# optional chart of the result just written (matplotlib from bench/.venv; never fatal)
+latest="$(find "$BENCH_DIR/results" -maxdepth 1 -name 'http-*.json' -newer "$marker" 2>/dev/null | sort | tail -1)"
+if [ -n "$latest" ]; then
+    "$BENCH_DIR/.venv/bin/python" "$BENCH_DIR/plot.py" "$latest" || true
+fi
+exit $status
