@@ -345,3 +345,27 @@ def test_stop_lets_an_in_flight_request_finish(serve):
         status, headers, body = reader.read_response()
         assert (status, body) == (200, b"slow x") and headers["connection"] == "close"
         assert reader.closed()
+
+
+def test_deadlines_for_100_000_connections_cost_one_bucket_append_each():
+    """Timers are coarse buckets: setting a deadline is O(1), a sweep touches only due ones."""
+    from clos_web.loop import Connection, IDLE
+
+    server = clos_web.Server(App())
+    server._swept = 1000
+    conns = []
+    for i in range(100_000):
+        conn = Connection(None, server)
+        conn.state = IDLE
+        server.set_deadline(conn, 1000.5 + (i % 60))  # spread over 60 s
+        conns.append(conn)
+    assert sum(len(b) for b in server._buckets.values()) == 100_000
+    # a later deadline (the usual case: a request finished) adds nothing
+    for conn in conns[:1000]:
+        server.set_deadline(conn, 2000.0)
+    assert sum(len(b) for b in server._buckets.values()) == 100_000
+    expired = []
+    server._expire = expired.append
+    server._sweep(1001.6)  # one second later: only bucket 1001 is due
+    assert len(expired) == 100_000 // 60 + 1 - 17  # the 17 of them moved to 2000 are skipped
+    assert len(server._buckets) == 59 + 1
