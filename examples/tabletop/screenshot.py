@@ -83,7 +83,7 @@ def shoot(out: pathlib.Path, phone: bool = False) -> pathlib.Path:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             try:
-                size = {"width": 390, "height": 844} if phone else {"width": 1280, "height": 800}
+                size = {"width": 390, "height": 844} if phone else {"width": 1120, "height": 700}
                 context = browser.new_context(viewport=size, device_scale_factor=1)
                 context.add_cookies([ada.cookie()])
                 page = context.new_page()

@@ -199,6 +199,8 @@ async function loadTable() {
   document.title = `${data.table.name} · Tabletop`;
   $("#log").replaceChildren();
   for (const entry of data.table.log) logLine(entry.kind, entry);
+  const lastRoll = data.table.log.filter((entry) => entry.kind === "dice").pop();
+  $("#dice-show").textContent = lastRoll ? lastRoll.values.map(die).join("") : "";
   view.loading = false;
   const pending = view.pending;
   view.pending = [];
@@ -523,6 +525,20 @@ function startDrag(e, source, what) {
   e.preventDefault();
 }
 
+// Where a tapped card goes: the spot of a grid farthest from every stack on the felt.
+function freeSpot() {
+  let best = { x: 0.5, y: 0.75 }, bestDist = -1;
+  for (let i = 0; i < 7; i++) {
+    for (let j = 0; j < 4; j++) {
+      const x = 0.14 + i * 0.12, y = 0.2 + j * 0.2;
+      let d = Infinity;
+      for (const s of view.table.stacks.values()) d = Math.min(d, Math.hypot(s.x - x, (s.y - y) * 0.7));
+      if (d > bestDist) { best = { x, y }; bestDist = d; }
+    }
+  }
+  return { x: best.x.toFixed(4), y: best.y.toFixed(4) };
+}
+
 function setupTableInput() {
   const felt = $("#felt");
   felt.addEventListener("pointerdown", (e) => {
@@ -578,9 +594,7 @@ function setupTableInput() {
 
   $("#play-selected").addEventListener("click", () => {
     if (!view.selectedCard) return;
-    const n = view.table.stacks.size;
-    const x = (0.25 + ((n * 0.11) % 0.5)).toFixed(4);
-    const y = (0.72 - ((n * 0.07) % 0.2)).toFixed(4);
+    const { x, y } = freeSpot();
     act("POST", tablePath("play"), { card: view.selectedCard, x, y,
                                      face: $("#face-down").checked ? "down" : "up" });
     view.selectedCard = null;
