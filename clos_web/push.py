@@ -40,7 +40,9 @@ import attrs
 from . import sse
 from ._generic import dispatcher
 from .http import HTTPError, Request, Response, date_line, json_bytes, parse_params, status_line
+from .http import _headers as _check_headers
 from .loop import STREAM as _STREAM, Connection, close_stream, send_response, shutdown_stream, write
+from .responses import with_headers
 
 log = logging.getLogger("clos_web.push")
 
@@ -657,6 +659,7 @@ class EventStream:
     channels: list = attrs.field(converter=_names)
     last_id: str | None = None
     registry: Channels | None = None
+    headers: tuple = attrs.field(default=(), converter=_check_headers)
 
 
 @attrs.define(slots=True)
@@ -673,6 +676,17 @@ class LongPoll:
     last_id: str | None = None
     timeout: float = 25.0
     registry: Channels | None = None
+    headers: tuple = attrs.field(default=(), converter=_check_headers)
+
+
+@with_headers.dispatch
+def with_headers(result: EventStream, headers):
+    return attrs.evolve(result, headers=result.headers + tuple(headers))
+
+
+@with_headers.dispatch
+def with_headers(result: LongPoll, headers):
+    return attrs.evolve(result, headers=result.headers + tuple(headers))
 
 
 @attrs.define(slots=True, eq=False)
@@ -716,7 +730,8 @@ def write(obj: EventStream, conn: Connection):
     server = conn.server
     registry = obj.registry if obj.registry is not None else channels
     http10 = request is not None and request.version == "HTTP/1.0"
-    head = b"".join((status_line(200), date_line(), _SSE_HEAD,
+    extra = b"".join(f"{n}: {v}\r\n".encode("latin-1") for n, v in obj.headers)
+    head = b"".join((status_line(200), date_line(), _SSE_HEAD, extra,
                      b"Connection: close\r\n\r\n" if http10
                      else b"Transfer-Encoding: chunked\r\n\r\n"))
     if request is not None and request.method == "HEAD":
@@ -746,6 +761,7 @@ class _Waiter:
     request: Request
     names: list
     last_id: str
+    headers: tuple = ()
     done: bool = False
 
     def wake(self, events) -> None:
@@ -758,17 +774,17 @@ class _Waiter:
             conn.stream = None
         self.registry._remove(conn, self.names)
         last = events[-1].id if events else self.last_id
-        conn.server.complete(conn, self.request, _poll_response(events, last))
+        conn.server.complete(conn, self.request, _poll_response(events, last, self.headers))
 
     def expire(self) -> None:
         self.wake([])
 
 
-def _poll_response(events, last_id: str) -> Response:
+def _poll_response(events, last_id: str, headers: tuple = ()) -> Response:
     body = b'{"events":[' + b",".join(e.json() for e in events) + b'],"last_id":' + \
         json_bytes(last_id) + b"}"
     return Response(body, content_type="application/json",
-                    headers=(("Cache-Control", "no-cache"),))
+                    headers=(("Cache-Control", "no-cache"),) + headers)
 
 
 @write.dispatch
@@ -784,11 +800,11 @@ def write(obj: LongPoll, conn: Connection):
             events = [registry._reset_event(resets[0], True)]
         elif not events:
             position = last_id if registry._parse_id(last_id) is not None else registry.last_id
-            waiter = _Waiter(registry, conn, request, names, position)
+            waiter = _Waiter(registry, conn, request, names, position, obj.headers)
             for name in names:
                 registry._subs(registry._get(name), server).waiters[conn] = waiter
     if events:
-        send_response(_poll_response(events, events[-1].id), conn)
+        send_response(_poll_response(events, events[-1].id, obj.headers), conn)
         return
     server.park(conn)
     conn.stream = waiter

@@ -754,3 +754,31 @@ def test_server_stop_ends_a_chunked_stream_with_its_last_chunk(serve):
         while reader._fill():
             pass
         assert reader.data.endswith(b"0\r\n\r\n")
+
+
+def test_a_stream_handler_may_create_a_session_and_set_its_cookie(serve):
+    """EventStream and LongPoll carry extra headers: a new session's Set-Cookie reaches the
+    client on the stream's own response."""
+    import clos_web
+
+    registry = clos_web.Channels()
+    app = clos_web.App()
+
+    @app.get("/s")
+    def s(session: clos_web.Session):
+        session["seen"] = True
+        return clos_web.EventStream(["x"], registry=registry)
+
+    @app.get("/p")
+    def p(session: clos_web.Session):
+        return clos_web.LongPoll(["x"], registry=registry, timeout=0.2)
+
+    server = serve(app)
+    with connect(server) as sock:
+        sock.sendall(b"GET /s HTTP/1.1\r\nHost: t\r\n\r\n")
+        status, headers = Reader(sock).read_head()
+        assert status == 200 and headers["content-type"] == "text/event-stream"
+        assert "set-cookie" in headers
+    status, headers, body = request(server, b"GET /p HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert status == 200 and "set-cookie" in headers
+    assert json.loads(body)["events"] == []
