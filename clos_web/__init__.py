@@ -17,7 +17,7 @@ from .http import (
 )
 from .loop import (
     DEFERRED, Connection, Listener, Server, Waker, buffer_input, error_response, handle_request,
-    process_ready, raise_fd_limit, write,
+    process_ready, raise_fd_limit, send_response, write,
 )
 from .push import (
     Channel, Channels, Event, EventStream, LongPoll, Message, channel, channels, encode_event,
@@ -53,7 +53,7 @@ __all__ = [
     "PayloadTooLarge", "URITooLong", "HeaderFieldsTooLarge", "NotImplementedCoding",
     "VersionNotSupported", "parse", "parse_params", "process_ready", "buffer_input",
     "handle_request", "write", "error_response", "Connection", "Listener", "Waker",
-    "DEFERRED", "raise_fd_limit", "dispatcher",
+    "DEFERRED", "raise_fd_limit", "dispatcher", "send_response",
     "default_app", "parse_param", "restrict", "Range", "Length", "Pattern", "UploadedFile",
     "ParamError", "PlainText", "redirect", "as_response", "with_headers", "cookies", "parse_cookies",
     "cookie_header", "set_cookie", "delete_cookie", "Session", "MemorySessions",
