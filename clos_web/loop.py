@@ -58,7 +58,8 @@ class Listener:
 
 @attrs.define(slots=True, eq=False)
 class Waker:
-    """The read end of a socketpair: written to by other threads to wake the loop."""
+    """A socketpair: other threads write a byte to ``wsock`` to wake the loop, which waits on
+    ``rsock``."""
 
     rsock: socket.socket
     wsock: socket.socket
@@ -137,7 +138,8 @@ def process_ready(ready, server):
 
 @dispatcher.abstract
 def buffer_input(conn):
-    """Read what is ready on ``conn`` into its buffer; return the byte count (0 at EOF)."""
+    """Read what is ready on ``conn`` into its buffer; return the byte count: 0 at EOF (or a
+    reset), -1 when nothing was ready after all."""
 
 
 @dispatcher.abstract
@@ -769,7 +771,8 @@ class Server:
 
 @dispatcher.abstract
 def close_stream(stream, conn):
-    """Called when a streaming connection closes: unsubscribe it from everything."""
+    """Called when a connection with a ``conn.stream`` closes, whatever the reason: release
+    what the stream holds (the push layer unsubscribes it from every channel)."""
 
 
 @close_stream.dispatch
@@ -845,7 +848,8 @@ def handle_request(conn: Connection, request: Request):
 
 def answer(conn: Connection, request: Request, result) -> None:
     """Write ``result`` (a handler's return value, or the exception it raised) as the response
-    to ``request`` on ``conn``: ``write`` for values, ``error_response`` for exceptions."""
+    to ``request`` on ``conn``: ``write`` for values, ``error_response`` for exceptions (an
+    exception instance is answered as if raised, so a worker thread can hand one back)."""
     try:
         if isinstance(result, BaseException):
             raise result
