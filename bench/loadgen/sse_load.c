@@ -1,0 +1,1212 @@
+/*
+ * sse_load: an epoll load generator for Server-Sent Events push servers.
+ *
+ * One process, one thread, one epoll loop:
+ *   - N subscribers (GET /sub/<prefix><k>, k = i % C) spread over source addresses
+ *     127.0.0.1 .. 127.0.0.<S> (bind() before connect(), IP_BIND_ADDRESS_NO_PORT);
+ *   - P publisher connections (keep-alive POST /pub/<prefix><k>), each channel always on the
+ *     same publisher connection so per-channel order is the send order;
+ *   - the response is parsed as HTTP/1.1 (chunked, Content-Length or close-delimited) and the
+ *     body with the full WHATWG event-stream grammar (CR / LF / CRLF line ends, comments,
+ *     id / event / data / retry fields, multi-line data);
+ *   - every payload carries "s=<seq per channel> t=<CLOCK_MONOTONIC ns at send> c=<channel>".
+ *
+ * Reports one JSON object on stdout: latency (p50/p90/p99/p99.9/max), loss, duplicates and
+ * out-of-order (totals and per connection), delivered events/s, connection errors, own CPU.
+ * Progress and "# ready" lines go to stderr. Every run is bounded by --timeout.
+ * Only addresses in 127.0.0.0/8 are accepted as targets.
+ *
+ * Build: gcc -O2 -o sse_load sse_load.c     Self-test of the parsers: sse_load --selftest
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef IP_BIND_ADDRESS_NO_PORT
+#define IP_BIND_ADDRESS_NO_PORT 24
+#endif
+
+/* ------------------------------------------------------------------------------------------ */
+/* options                                                                                    */
+
+static struct {
+    char host[64];
+    int port;
+    int subs, channels, src_addrs, connect_window;
+    char prefix[64], sub_path[64], pub_path[64];
+    double rate;          /* publishes/s in total; < 0: as fast as the server accepts */
+    long publishes;       /* stop after this many publishes (0: no count limit) */
+    double duration;      /* stop publishing after this many seconds (0: no time limit) */
+    int payload;          /* payload bytes (at least what the header needs) */
+    int pub_conns, pub_depth;
+    double settle, drain, hold, connect_timeout, timeout;
+    int http10, multiline, per_conn_top;
+    char per_conn_csv[256];
+} opt = {
+    "127.0.0.1", 0, 1, 1, 8, 1000, "ch", "/sub/", "/pub/",
+    0, 0, 0, 64, 1, 64, 0.5, 10.0, 0.0, 60.0, 300.0, 0, 0, 10, "",
+};
+
+static double mono_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+static uint64_t mono_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + ts.tv_nsec;
+}
+static void die(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "sse_load: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+    exit(2);
+}
+static void *xrealloc(void *p, size_t n) {
+    void *q = realloc(p, n);
+    if (!q && n) die("out of memory");
+    return q;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* latency histogram: 128 linear sub-buckets per power of two (< 1% error)                    */
+
+#define HSUB 128
+#define HBUCKETS (58 * HSUB)
+static uint64_t hist[HBUCKETS];
+static uint64_t hist_count, hist_max, hist_sum_us;
+
+static int hidx(uint64_t v) {
+    if (v < HSUB) return (int)v;
+    int e = 63 - __builtin_clzll(v); /* >= 7 */
+    return (e - 6) * HSUB + (int)((v >> (e - 7)) & (HSUB - 1));
+}
+static uint64_t hval(int i) { /* upper-ish representative value of a bucket */
+    if (i < HSUB) return (uint64_t)i;
+    int e = i / HSUB + 6, sub = i % HSUB;
+    return ((uint64_t)(HSUB + sub) << (e - 7)) + ((1ull << (e - 7)) >> 1);
+}
+static void hrecord(int64_t v) {
+    if (v < 0) v = 0;
+    hist[hidx((uint64_t)v)]++;
+    hist_count++;
+    hist_sum_us += (uint64_t)v / 1000;
+    if ((uint64_t)v > hist_max) hist_max = (uint64_t)v;
+}
+static double hpct(double p) {
+    if (!hist_count) return 0;
+    uint64_t want = (uint64_t)(p / 100.0 * hist_count);
+    if (want >= hist_count) want = hist_count - 1;
+    uint64_t acc = 0;
+    for (int i = 0; i < HBUCKETS; i++) {
+        acc += hist[i];
+        if (acc > want) return hval(i) / 1e6;
+    }
+    return hist_max / 1e6;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* connections                                                                                */
+
+enum { SUB = 1, PUB = 2 };
+enum { C_IDLE, C_CONNECTING, C_HEAD, C_BODY, C_CLOSED };
+enum { B_CLOSE, B_LENGTH, B_CHUNKED };
+enum { CH_SIZE, CH_EXT, CH_DATA, CH_DATA_END, CH_TRAILER, CH_TRAILER_LINE };
+
+typedef struct conn {
+    int fd, kind, state, idx, chan;
+    int status, body_mode, ready, closed_by_peer, error;
+    int64_t body_left; /* Content-Length left, or bytes left in the current chunk */
+    int ch_state, ch_line_len;
+    int64_t ch_size;
+    /* header bytes (until the blank line) */
+    char *head;
+    int head_len, head_cap;
+    /* SSE parser */
+    char *line;
+    int line_len, line_cap, skip_lf;
+    char *data;
+    int data_len, data_cap;
+    char event[32];
+    int event_len;
+    char last_id[64];
+    /* subscriber statistics */
+    uint64_t *seen;
+    uint32_t seen_words;
+    int64_t max_seq;
+    uint32_t received, dups, ooo, wrong_chan, other_events, comments, bad_payload;
+    /* publisher */
+    char *out;
+    int out_len, out_off, out_cap;
+    uint32_t *fifo_chan, *fifo_seq;
+    int fifo_head, fifo_n;
+    uint64_t next_due_ns;
+} conn;
+
+static int ep;
+static conn *subs_c, *pubs_c;
+static int n_connecting, next_sub, subs_ready, subs_failed;
+static long connect_errors, http_errors, sub_disconnects, pub_errors, pub_conn_errors;
+static long published, acked, pub_non2xx, unique_delivered, events_total, comments_total;
+static long other_events_total, bad_payload_total;
+static double t_first_connect, t_all_ready, t_pub_start, t_pub_end, t_last_delivery;
+static double t_first_delivery;
+static uint64_t **acked_bitmaps; /* per channel bitmap of acked seqs */
+static uint32_t *acked_words;     /* words allocated per channel */
+static uint32_t *acked_count, *next_seq, *subs_on_chan;
+static char selftest_mode;
+
+/* self-test capture */
+static char st_log[1 << 16];
+static int st_log_len;
+
+static void buf_append(char **buf, int *len, int *cap, const char *p, int n) {
+    if (*len + n > *cap) {
+        int c = *cap ? *cap : 64;
+        while (c < *len + n) c *= 2;
+        *buf = xrealloc(*buf, c);
+        *cap = c;
+    }
+    memcpy(*buf + *len, p, n);
+    *len += n;
+}
+
+static void bit_set(uint64_t **bits, uint32_t *words, uint64_t i) {
+    uint32_t w = (uint32_t)(i >> 6);
+    if (w >= *words) {
+        uint32_t nw = *words ? *words : 4;
+        while (nw <= w) nw *= 2;
+        *bits = xrealloc(*bits, nw * sizeof(uint64_t));
+        memset(*bits + *words, 0, (nw - *words) * sizeof(uint64_t));
+        *words = nw;
+    }
+    (*bits)[w] |= 1ull << (i & 63);
+}
+static int bit_get(const uint64_t *bits, uint32_t words, uint64_t i) {
+    uint32_t w = (uint32_t)(i >> 6);
+    return w < words && ((bits[w] >> (i & 63)) & 1);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* payload                                                                                    */
+
+static int make_payload(char *dst, int cap, uint32_t seq, uint64_t ts, uint32_t chan) {
+    char sep = opt.multiline ? '\n' : ' ';
+    int n = snprintf(dst, cap, "s=%u%ct=%" PRIu64 "%cc=%u%c", seq, sep, ts, sep, chan, sep);
+    while (n < opt.payload && n < cap) dst[n++] = 'x';
+    return n;
+}
+
+static int parse_u64(const char *p, const char *end, const char *key, uint64_t *out) {
+    /* find "key" at the start or after whitespace/newline, then digits */
+    int klen = (int)strlen(key);
+    for (const char *q = p; q + klen <= end; q++) {
+        if ((q == p || q[-1] == ' ' || q[-1] == '\n') && memcmp(q, key, klen) == 0) {
+            q += klen;
+            uint64_t v = 0;
+            int nd = 0;
+            while (q < end && *q >= '0' && *q <= '9') v = v * 10 + (*q++ - '0'), nd++;
+            if (!nd) return 0;
+            *out = v;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static void on_message(conn *c, const char *data, int len, uint64_t now_ns) {
+    if (selftest_mode) return;
+    uint64_t seq, ts, ch;
+    if (!parse_u64(data, data + len, "s=", &seq) || !parse_u64(data, data + len, "t=", &ts) ||
+        !parse_u64(data, data + len, "c=", &ch)) {
+        c->bad_payload++;
+        bad_payload_total++;
+        return;
+    }
+    events_total++;
+    if ((int)ch != c->chan) {
+        c->wrong_chan++;
+        return;
+    }
+    if (bit_get(c->seen, c->seen_words, seq)) {
+        c->dups++;
+        return;
+    }
+    bit_set(&c->seen, &c->seen_words, seq);
+    if ((int64_t)seq < c->max_seq) c->ooo++;
+    else c->max_seq = (int64_t)seq;
+    c->received++;
+    unique_delivered++;
+    hrecord((int64_t)(now_ns - ts));
+    double now = now_ns * 1e-9;
+    if (t_first_delivery == 0) t_first_delivery = now;
+    t_last_delivery = now;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* SSE parser (WHATWG "event stream interpretation")                                          */
+
+static void sse_dispatch(conn *c, uint64_t now_ns) {
+    if (c->data_len == 0) { /* no data: nothing to dispatch */
+        c->event_len = 0;
+        return;
+    }
+    int len = c->data_len - 1; /* drop the trailing LF */
+    int is_message = c->event_len == 0 || (c->event_len == 7 && !memcmp(c->event, "message", 7));
+    if (selftest_mode) {
+        st_log_len += snprintf(st_log + st_log_len, sizeof st_log - st_log_len, "[%.*s|%s|%.*s]",
+                               is_message ? 7 : c->event_len, is_message ? "message" : c->event,
+                               c->last_id, len, c->data);
+    } else if (is_message) {
+        on_message(c, c->data, len, now_ns);
+    } else {
+        c->other_events++;
+        other_events_total++;
+    }
+    c->data_len = 0;
+    c->event_len = 0;
+}
+
+static void sse_line(conn *c, const char *l, int n, uint64_t now_ns) {
+    if (n == 0) {
+        sse_dispatch(c, now_ns);
+        return;
+    }
+    if (l[0] == ':') {
+        c->comments++;
+        comments_total++;
+        if (selftest_mode)
+            st_log_len += snprintf(st_log + st_log_len, sizeof st_log - st_log_len, "(:)");
+        return;
+    }
+    const char *colon = memchr(l, ':', n);
+    int nlen = colon ? (int)(colon - l) : n;
+    const char *v = colon ? colon + 1 : l + n;
+    int vlen = (int)(l + n - v);
+    if (vlen > 0 && v[0] == ' ') v++, vlen--;
+    if (nlen == 4 && !memcmp(l, "data", 4)) {
+        buf_append(&c->data, &c->data_len, &c->data_cap, v, vlen);
+        buf_append(&c->data, &c->data_len, &c->data_cap, "\n", 1);
+    } else if (nlen == 5 && !memcmp(l, "event", 5)) {
+        c->event_len = vlen < (int)sizeof c->event - 1 ? vlen : (int)sizeof c->event - 1;
+        memcpy(c->event, v, c->event_len);
+        c->event[c->event_len] = 0;
+    } else if (nlen == 2 && !memcmp(l, "id", 2)) {
+        if (!memchr(v, 0, vlen)) {
+            int k = vlen < (int)sizeof c->last_id - 1 ? vlen : (int)sizeof c->last_id - 1;
+            memcpy(c->last_id, v, k);
+            c->last_id[k] = 0;
+        }
+    } /* retry and unknown fields: ignored (retry only matters for reconnecting) */
+}
+
+static void sse_feed(conn *c, const char *p, int n, uint64_t now_ns) {
+    int i = 0;
+    if (c->skip_lf && n > 0) {
+        c->skip_lf = 0;
+        if (p[0] == '\n') i = 1;
+    }
+    while (i < n) {
+        int j = i;
+        while (j < n && p[j] != '\n' && p[j] != '\r') j++;
+        if (j == n) {
+            if (c->line_len + (n - i) > (1 << 20)) {
+                c->error = 1; /* an absurd line: give up on this stream */
+                return;
+            }
+            buf_append(&c->line, &c->line_len, &c->line_cap, p + i, n - i);
+            return;
+        }
+        if (c->line_len) {
+            buf_append(&c->line, &c->line_len, &c->line_cap, p + i, j - i);
+            sse_line(c, c->line, c->line_len, now_ns);
+            c->line_len = 0;
+        } else {
+            sse_line(c, p + i, j - i, now_ns);
+        }
+        if (p[j] == '\r') {
+            if (j + 1 < n) {
+                if (p[j + 1] == '\n') j++;
+            } else {
+                c->skip_lf = 1;
+            }
+        }
+        i = j + 1;
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* HTTP response framing                                                                      */
+
+static void pub_response_done(conn *c);
+static void body_end(conn *c);
+
+static void body_bytes(conn *c, const char *p, int n, uint64_t now_ns) {
+    if (c->kind == SUB && c->status == 200) sse_feed(c, p, n, now_ns);
+}
+
+/* Parse the status line and the framing headers of c->head (complete). */
+static void parse_head(conn *c) {
+    c->head[c->head_len] = 0; /* head_cap always has room: see http_feed */
+    c->status = 0;
+    if (strncmp(c->head, "HTTP/1.", 7) == 0 && c->head_len > 12) c->status = atoi(c->head + 9);
+    c->body_mode = B_CLOSE;
+    c->body_left = 0;
+    char *line = strchr(c->head, '\n');
+    while (line && *++line) {
+        char *eol = strchr(line, '\n');
+        if (!strncasecmp(line, "transfer-encoding:", 18)) {
+            char *v = line + 18;
+            char save = eol ? *eol : 0;
+            if (eol) *eol = 0;
+            if (strcasestr(v, "chunked")) c->body_mode = B_CHUNKED;
+            if (eol) *eol = save;
+        } else if (!strncasecmp(line, "content-length:", 15) && c->body_mode != B_CHUNKED) {
+            c->body_mode = B_LENGTH;
+            c->body_left = atoll(line + 15);
+        }
+        line = eol;
+    }
+    if (c->status == 204 || c->status == 304 || (c->status >= 100 && c->status < 200)) {
+        c->body_mode = B_LENGTH;
+        c->body_left = 0;
+    }
+    c->ch_state = CH_SIZE;
+    c->ch_size = 0;
+    c->head_len = 0;
+}
+
+/* Feed received bytes; returns -1 when the connection must be closed. */
+static int http_feed(conn *c, const char *p, int n, uint64_t now_ns) {
+    while (n > 0) {
+        if (c->state == C_HEAD) {
+            /* accumulate until the blank line (CRLFCRLF or LFLF) */
+            int take = 0, found = 0;
+            for (; take < n; take++) {
+                char ch = p[take];
+                int hl = c->head_len;
+                if (ch == '\n' && ((hl >= 1 && c->head[hl - 1] == '\n') ||
+                                   (hl >= 3 && c->head[hl - 1] == '\r' && c->head[hl - 2] == '\n'))) {
+                    buf_append(&c->head, &c->head_len, &c->head_cap, p + take, 1);
+                    take++;
+                    found = 1;
+                    break;
+                }
+                buf_append(&c->head, &c->head_len, &c->head_cap, p + take, 1);
+                if (c->head_len > 65536) return -1;
+            }
+            p += take, n -= take;
+            if (!found) return 0;
+            buf_append(&c->head, &c->head_len, &c->head_cap, "", 1);
+            c->head_len--;
+            parse_head(c);
+            c->state = C_BODY;
+            if (c->kind == SUB) {
+                if (c->status != 200) {
+                    http_errors++;
+                    c->error = 1;
+                    return -1;
+                }
+                if (!c->ready) {
+                    c->ready = 1;
+                    subs_ready++;
+                    n_connecting--;
+                    if (subs_ready + subs_failed == opt.subs) t_all_ready = mono_s();
+                }
+            }
+            if (c->body_mode == B_LENGTH && c->body_left == 0) body_end(c);
+            continue;
+        }
+        if (c->state != C_BODY) return -1;
+        if (c->body_mode == B_CLOSE) {
+            body_bytes(c, p, n, now_ns);
+            return c->error ? -1 : 0;
+        }
+        if (c->body_mode == B_LENGTH) {
+            int k = c->body_left < n ? (int)c->body_left : n;
+            body_bytes(c, p, k, now_ns);
+            c->body_left -= k;
+            p += k, n -= k;
+            if (c->body_left == 0) body_end(c);
+            if (c->error) return -1;
+            continue;
+        }
+        /* chunked */
+        switch (c->ch_state) {
+        case CH_SIZE: {
+            char ch = *p++;
+            n--;
+            int d = (ch >= '0' && ch <= '9') ? ch - '0'
+                    : (ch >= 'a' && ch <= 'f') ? ch - 'a' + 10
+                    : (ch >= 'A' && ch <= 'F') ? ch - 'A' + 10 : -1;
+            if (d >= 0) {
+                c->ch_size = c->ch_size * 16 + d;
+                if (c->ch_size > (1ll << 40)) return -1;
+            } else if (ch == '\n') {
+                goto size_done;
+            } else {
+                c->ch_state = CH_EXT; /* ';' extension, '\r', spaces: skip to LF */
+            }
+            break;
+        }
+        case CH_EXT: {
+            char ch = *p++;
+            n--;
+            if (ch == '\n') goto size_done;
+            break;
+        }
+        size_done:
+            if (c->ch_size == 0) {
+                c->ch_state = CH_TRAILER;
+                c->ch_line_len = 0;
+            } else {
+                c->ch_state = CH_DATA;
+                c->body_left = c->ch_size;
+            }
+            break;
+        case CH_DATA: {
+            int k = c->body_left < n ? (int)c->body_left : n;
+            body_bytes(c, p, k, now_ns);
+            if (c->error) return -1;
+            c->body_left -= k;
+            p += k, n -= k;
+            if (c->body_left == 0) c->ch_state = CH_DATA_END;
+            break;
+        }
+        case CH_DATA_END: { /* CRLF after the data */
+            char ch = *p++;
+            n--;
+            if (ch == '\n') {
+                c->ch_state = CH_SIZE;
+                c->ch_size = 0;
+            } else if (ch != '\r') {
+                return -1;
+            }
+            break;
+        }
+        case CH_TRAILER: { /* trailer lines until an empty one */
+            char ch = *p++;
+            n--;
+            if (ch == '\n') {
+                if (c->ch_line_len == 0) {
+                    body_end(c);
+                    if (c->state == C_CLOSED) return -1;
+                } else {
+                    c->ch_line_len = 0;
+                }
+            } else if (ch != '\r') {
+                c->ch_line_len++;
+            }
+            break;
+        }
+        }
+    }
+    return c->error ? -1 : 0;
+}
+
+static void body_end(conn *c) {
+    if (c->kind == PUB) {
+        pub_response_done(c);
+        c->state = C_HEAD;
+    } else {
+        /* the server ended the stream */
+        c->state = C_CLOSED;
+        c->closed_by_peer = 1;
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* sockets                                                                                    */
+
+static struct sockaddr_in target;
+
+static int open_socket(int src_index, int nodelay) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    int one = 1;
+    setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+    if (nodelay) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    struct sockaddr_in src = {.sin_family = AF_INET};
+    src.sin_addr.s_addr = htonl(0x7f000001u + (uint32_t)(src_index % opt.src_addrs));
+    if (bind(fd, (struct sockaddr *)&src, sizeof src) < 0) {
+        close(fd);
+        return -1;
+    }
+    if (connect(fd, (struct sockaddr *)&target, sizeof target) < 0 && errno != EINPROGRESS) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static void conn_close(conn *c) {
+    if (c->fd >= 0) {
+        epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
+        close(c->fd);
+        c->fd = -1;
+    }
+    c->state = C_CLOSED;
+}
+
+static void sub_failed(conn *c, int counted_as) {
+    (void)counted_as;
+    if (!c->ready) {
+        subs_failed++;
+        n_connecting--;
+        if (subs_ready + subs_failed == opt.subs) t_all_ready = mono_s();
+    } else {
+        sub_disconnects++;
+    }
+    conn_close(c);
+}
+
+static void start_sub(int i) {
+    conn *c = &subs_c[i];
+    c->kind = SUB;
+    c->idx = i;
+    c->chan = i % opt.channels;
+    c->max_seq = -1;
+    c->fd = open_socket(i, 0);
+    if (t_first_connect == 0) t_first_connect = mono_s();
+    n_connecting++;
+    if (c->fd < 0) {
+        connect_errors++;
+        sub_failed(c, 0);
+        return;
+    }
+    c->state = C_CONNECTING;
+    struct epoll_event ev = {.events = EPOLLOUT, .data.ptr = c};
+    epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev);
+}
+
+static void send_sub_request(conn *c) {
+    char req[512];
+    int n = snprintf(req, sizeof req,
+                     "GET %s%s%d HTTP/1.%d\r\nHost: %s:%d\r\nAccept: text/event-stream\r\n"
+                     "Cache-Control: no-cache\r\n\r\n",
+                     opt.sub_path, opt.prefix, c->chan, opt.http10 ? 0 : 1, opt.host, opt.port);
+    ssize_t w = send(c->fd, req, n, MSG_NOSIGNAL);
+    if (w != n) { /* a fresh socket always takes a few hundred bytes */
+        connect_errors++;
+        sub_failed(c, 0);
+        return;
+    }
+    c->state = C_HEAD;
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
+    epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
+}
+
+static void pub_want_write(conn *c, int on) {
+    struct epoll_event ev = {.events = EPOLLIN | (on ? EPOLLOUT : 0), .data.ptr = c};
+    epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
+}
+
+static void start_pub(int i) {
+    conn *c = &pubs_c[i];
+    c->kind = PUB;
+    c->idx = i;
+    c->fd = open_socket(opt.subs + i, 1);
+    if (c->fd < 0) {
+        pub_conn_errors++;
+        c->state = C_CLOSED;
+        return;
+    }
+    c->state = C_CONNECTING;
+    c->fifo_head = c->fifo_n = 0;
+    c->out_len = c->out_off = 0;
+    struct epoll_event ev = {.events = EPOLLOUT, .data.ptr = c};
+    epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev);
+}
+
+static void pub_flush(conn *c) {
+    while (c->out_off < c->out_len) {
+        ssize_t w = send(c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL);
+        if (w < 0) {
+            if (errno == EAGAIN) {
+                pub_want_write(c, 1);
+                return;
+            }
+            pub_conn_errors++;
+            pub_errors += c->fifo_n;
+            c->fifo_n = 0;
+            conn_close(c);
+            return;
+        }
+        c->out_off += (int)w;
+    }
+    c->out_len = c->out_off = 0;
+    pub_want_write(c, 0);
+}
+
+static void pub_send(conn *c, uint32_t chan) {
+    char payload[4096], head[256];
+    uint32_t seq = next_seq[chan]++;
+    int pl = make_payload(payload, sizeof payload, seq, mono_ns(), chan);
+    int hl = snprintf(head, sizeof head,
+                      "POST %s%s%u HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: text/plain\r\n"
+                      "Content-Length: %d\r\n\r\n",
+                      opt.pub_path, opt.prefix, chan, opt.host, opt.port, pl);
+    buf_append(&c->out, &c->out_len, &c->out_cap, head, hl);
+    buf_append(&c->out, &c->out_len, &c->out_cap, payload, pl);
+    int slot = (c->fifo_head + c->fifo_n) % opt.pub_depth;
+    c->fifo_chan[slot] = chan;
+    c->fifo_seq[slot] = seq;
+    c->fifo_n++;
+    published++;
+    pub_flush(c);
+}
+
+static void pub_response_done(conn *c) {
+    if (c->fifo_n == 0) {
+        pub_errors++; /* an answer nobody asked for */
+        return;
+    }
+    uint32_t chan = c->fifo_chan[c->fifo_head], seq = c->fifo_seq[c->fifo_head];
+    c->fifo_head = (c->fifo_head + 1) % opt.pub_depth;
+    c->fifo_n--;
+    if (c->status >= 200 && c->status < 300) {
+        acked++;
+        acked_count[chan]++;
+        bit_set(&acked_bitmaps[chan], &acked_words[chan], seq);
+    } else {
+        pub_non2xx++;
+        pub_errors++;
+        if (pub_non2xx <= 5) fprintf(stderr, "sse_load: publish answered %d\n", c->status);
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* event handling                                                                             */
+
+static char rbuf[1 << 16];
+
+static void on_event(conn *c, uint32_t events) {
+    if (c->state == C_CONNECTING) {
+        int err = 0;
+        socklen_t el = sizeof err;
+        getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &el);
+        if (err || (events & (EPOLLERR | EPOLLHUP))) {
+            if (c->kind == SUB) {
+                connect_errors++;
+                sub_failed(c, 0);
+            } else {
+                pub_conn_errors++;
+                conn_close(c);
+            }
+            return;
+        }
+        if (c->kind == SUB) {
+            send_sub_request(c);
+        } else {
+            c->state = C_HEAD;
+            pub_want_write(c, 0);
+        }
+        return;
+    }
+    if (c->kind == PUB && (events & EPOLLOUT)) {
+        pub_flush(c);
+        if (c->fd < 0) return;
+    }
+    if (events & (EPOLLIN | EPOLLERR | EPOLLHUP)) {
+        ssize_t r = recv(c->fd, rbuf, sizeof rbuf, 0);
+        if (r > 0) {
+            if (http_feed(c, rbuf, (int)r, mono_ns()) < 0 || c->state == C_CLOSED) {
+                if (c->kind == SUB) sub_failed(c, 0);
+                else {
+                    pub_conn_errors++;
+                    pub_errors += c->fifo_n;
+                    c->fifo_n = 0;
+                    conn_close(c);
+                }
+            }
+            return;
+        }
+        if (r < 0 && (errno == EAGAIN || errno == EINTR)) return;
+        /* EOF or error */
+        if (c->kind == SUB) {
+            if (c->state == C_BODY && c->body_mode == B_CLOSE) c->closed_by_peer = 1;
+            if (r < 0) c->error = 1;
+            if (c->state == C_HEAD && !c->ready) connect_errors++;
+            sub_failed(c, 0);
+        } else {
+            pub_conn_errors++;
+            pub_errors += c->fifo_n;
+            c->fifo_n = 0;
+            conn_close(c);
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* self-test: fixed streams fed whole and in random splits                                    */
+
+static int selftest_case(const char *name, int http_chunked, const char *body, int body_len,
+                         const char *expect) {
+    static char wire[1 << 15];
+    int wl = 0;
+    if (http_chunked) {
+        wl = snprintf(wire, sizeof wire,
+                      "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                      "Transfer-Encoding: chunked\r\n\r\n");
+        /* frame body in chunks of 1..9 bytes, with an extension on some */
+        int off = 0, k = 0;
+        while (off < body_len) {
+            int sz = 1 + (k * 7 + 3) % 9;
+            if (sz > body_len - off) sz = body_len - off;
+            wl += snprintf(wire + wl, sizeof wire - wl, (k % 3) ? "%x\r\n" : "%X;ext=1\r\n", sz);
+            memcpy(wire + wl, body + off, sz);
+            wl += sz;
+            wire[wl++] = '\r', wire[wl++] = '\n';
+            off += sz, k++;
+        }
+        wl += snprintf(wire + wl, sizeof wire - wl, "0\r\n\r\n");
+    } else {
+        wl = snprintf(wire, sizeof wire, "HTTP/1.0 200 OK\nContent-Type: text/event-stream\n\n");
+        memcpy(wire + wl, body, body_len);
+        wl += body_len;
+    }
+    int fails = 0;
+    for (int split = 0; split < 12; split++) {
+        conn c;
+        memset(&c, 0, sizeof c);
+        c.kind = SUB;
+        c.state = C_HEAD;
+        c.ready = 1; /* not counted */
+        st_log_len = 0;
+        st_log[0] = 0;
+        unsigned seed = 12345u + split;
+        int off = 0;
+        while (off < wl && c.state != C_CLOSED) {
+            int sz = split == 0 ? wl : 1 + (int)(rand_r(&seed) % (split * 3));
+            if (sz > wl - off) sz = wl - off;
+            if (http_feed(&c, wire + off, sz, 0) < 0) break;
+            off += sz;
+        }
+        if (strcmp(st_log, expect) != 0) {
+            fprintf(stderr, "selftest %s split %d:\n  got    %s\n  expect %s\n", name, split,
+                    st_log, expect);
+            fails++;
+        }
+        if (http_chunked && c.state != C_CLOSED) {
+            fprintf(stderr, "selftest %s split %d: last chunk not seen\n", name, split);
+            fails++;
+        }
+        free(c.head), free(c.line), free(c.data);
+    }
+    return fails;
+}
+
+static int selftest(void) {
+    selftest_mode = 1;
+    static const char b1[] =
+        ": ok\nretry: 3000\n\nid: a-1\ndata: hello\n\n"
+        "id: a-2\r\nevent: move\r\ndata: l1\r\ndata: l2\r\n\r\n"
+        "id: a-3\revent: message\rdata:nospace\rdata\r\r"
+        ":ping\r\n"
+        "data:  two spaces\n\n"
+        "event: ignored-no-data\n\n"
+        "id\ndata: empty id\n\n"
+        "unknown: field\nretry: x\ndata: last\n\n"
+        "data: unterminated-never-dispatched";
+    static const char e1[] =
+        "(:)[message|a-1|hello][move|a-2|l1\nl2][message|a-3|nospace\n](:)"
+        "[message|a-3| two spaces][message||empty id][message||last]";
+    int f = 0;
+    f += selftest_case("chunked", 1, b1, (int)sizeof b1 - 1, e1);
+    f += selftest_case("close-delimited", 0, b1, (int)sizeof b1 - 1, e1);
+    static const char b2[] = "data: a\r\n\r\ndata: b\r\r\ndata: c\n\r\n";
+    static const char e2[] = "[message||a][message||b][message||c]";
+    f += selftest_case("crlf-mix", 1, b2, (int)sizeof b2 - 1, e2);
+    /* payload parser */
+    char pl[256];
+    opt.payload = 64;
+    for (int ml = 0; ml < 2; ml++) {
+        opt.multiline = ml;
+        int n = make_payload(pl, sizeof pl, 42, 123456789012ull, 7);
+        uint64_t s, t, ch;
+        if (n != 64 || !parse_u64(pl, pl + n, "s=", &s) || !parse_u64(pl, pl + n, "t=", &t) ||
+            !parse_u64(pl, pl + n, "c=", &ch) || s != 42 || t != 123456789012ull || ch != 7) {
+            fprintf(stderr, "selftest payload (multiline=%d) failed\n", ml);
+            f++;
+        }
+    }
+    /* histogram */
+    for (int64_t v = 1; v < 4000000000ll; v = v * 3 + 1) {
+        uint64_t r = hval(hidx((uint64_t)v));
+        if (r < (uint64_t)v * 0.99 || r > (uint64_t)v * 1.01 + 1) {
+            fprintf(stderr, "selftest hist %" PRId64 " -> %" PRIu64 "\n", v, r);
+            f++;
+        }
+    }
+    printf("{\"selftest\": \"%s\", \"failures\": %d}\n", f ? "FAILED" : "ok", f);
+    return f ? 1 : 0;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* main                                                                                       */
+
+static void usage(void) {
+    fprintf(stderr,
+            "usage: sse_load --port N [options]\n"
+            "  --host A          target (127.0.0.0/8 only; default 127.0.0.1)\n"
+            "  --subs N          subscribers (1)          --channels C   channels (1)\n"
+            "  --src-addrs S     source addresses 127.0.0.1..127.0.0.S (8)\n"
+            "  --connect-window W  connects in flight at once (1000)\n"
+            "  --prefix P        channel name prefix (ch) --sub-path /sub/ --pub-path /pub/\n"
+            "  --rate R          publishes/s in total (0: none; 'max': as fast as accepted)\n"
+            "  --publishes N     stop after N publishes   --duration S   stop after S s\n"
+            "  --payload B       payload bytes (64)       --multiline    payload over 4 lines\n"
+            "  --pub-conns P     publisher connections (1) --pub-depth D requests in flight (64)\n"
+            "  --settle S (0.5)  --drain S (10)  --hold S (idle: keep the streams S s)\n"
+            "  --connect-timeout S (60)  --timeout S (300, hard bound)  --http10\n"
+            "  --per-conn-csv F  write per-connection statistics  --top K (10)\n"
+            "  --selftest        check the parsers and exit\n");
+    exit(2);
+}
+
+int main(int argc, char **argv) {
+    static struct option lo[] = {
+        {"host", 1, 0, 'H'},          {"port", 1, 0, 'p'},        {"subs", 1, 0, 'n'},
+        {"channels", 1, 0, 'c'},      {"src-addrs", 1, 0, 'S'},   {"connect-window", 1, 0, 'W'},
+        {"prefix", 1, 0, 'x'},        {"sub-path", 1, 0, 'u'},    {"pub-path", 1, 0, 'v'},
+        {"rate", 1, 0, 'r'},          {"publishes", 1, 0, 'N'},   {"duration", 1, 0, 'd'},
+        {"payload", 1, 0, 'b'},       {"pub-conns", 1, 0, 'P'},   {"pub-depth", 1, 0, 'D'},
+        {"settle", 1, 0, 's'},        {"drain", 1, 0, 'R'},       {"hold", 1, 0, 'h'},
+        {"connect-timeout", 1, 0, 'C'}, {"timeout", 1, 0, 'T'},   {"http10", 0, 0, '0'},
+        {"multiline", 0, 0, 'm'},     {"per-conn-csv", 1, 0, 'o'}, {"top", 1, 0, 'k'},
+        {"selftest", 0, 0, 'z'},      {0, 0, 0, 0}};
+    int o;
+    while ((o = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+        switch (o) {
+        case 'H': snprintf(opt.host, sizeof opt.host, "%s", optarg); break;
+        case 'p': opt.port = atoi(optarg); break;
+        case 'n': opt.subs = atoi(optarg); break;
+        case 'c': opt.channels = atoi(optarg); break;
+        case 'S': opt.src_addrs = atoi(optarg); break;
+        case 'W': opt.connect_window = atoi(optarg); break;
+        case 'x': snprintf(opt.prefix, sizeof opt.prefix, "%s", optarg); break;
+        case 'u': snprintf(opt.sub_path, sizeof opt.sub_path, "%s", optarg); break;
+        case 'v': snprintf(opt.pub_path, sizeof opt.pub_path, "%s", optarg); break;
+        case 'r': opt.rate = strcmp(optarg, "max") ? atof(optarg) : -1; break;
+        case 'N': opt.publishes = atol(optarg); break;
+        case 'd': opt.duration = atof(optarg); break;
+        case 'b': opt.payload = atoi(optarg); break;
+        case 'P': opt.pub_conns = atoi(optarg); break;
+        case 'D': opt.pub_depth = atoi(optarg); break;
+        case 's': opt.settle = atof(optarg); break;
+        case 'R': opt.drain = atof(optarg); break;
+        case 'h': opt.hold = atof(optarg); break;
+        case 'C': opt.connect_timeout = atof(optarg); break;
+        case 'T': opt.timeout = atof(optarg); break;
+        case '0': opt.http10 = 1; break;
+        case 'm': opt.multiline = 1; break;
+        case 'o': snprintf(opt.per_conn_csv, sizeof opt.per_conn_csv, "%s", optarg); break;
+        case 'k': opt.per_conn_top = atoi(optarg); break;
+        case 'z': return selftest();
+        default: usage();
+        }
+    }
+    if (opt.port <= 0 || opt.subs < 0 || opt.channels < 1 || opt.src_addrs < 1 ||
+        opt.src_addrs > 254 || opt.pub_conns < 1 || opt.pub_depth < 1 || opt.pub_depth > 65536 ||
+        opt.payload > 4000 || opt.timeout <= 0)
+        usage();
+    if (opt.rate != 0 && opt.publishes <= 0 && opt.duration <= 0)
+        die("publishing needs --publishes or --duration (every run is bounded)");
+    if (inet_pton(AF_INET, opt.host, &target.sin_addr) != 1) die("bad --host %s", opt.host);
+    if ((ntohl(target.sin_addr.s_addr) >> 24) != 127) die("only 127.0.0.0/8 targets are allowed");
+    target.sin_family = AF_INET;
+    target.sin_port = htons(opt.port);
+    signal(SIGPIPE, SIG_IGN);
+
+    ep = epoll_create1(EPOLL_CLOEXEC);
+    subs_c = calloc(opt.subs ? opt.subs : 1, sizeof(conn));
+    pubs_c = calloc(opt.pub_conns, sizeof(conn));
+    for (int i = 0; i < opt.pub_conns; i++) {
+        pubs_c[i].fd = -1;
+        pubs_c[i].fifo_chan = calloc(opt.pub_depth, sizeof(uint32_t));
+        pubs_c[i].fifo_seq = calloc(opt.pub_depth, sizeof(uint32_t));
+    }
+    for (int i = 0; i < opt.subs; i++) subs_c[i].fd = -1;
+    acked_count = calloc(opt.channels, sizeof(uint32_t));
+    next_seq = calloc(opt.channels, sizeof(uint32_t));
+    subs_on_chan = calloc(opt.channels, sizeof(uint32_t));
+    acked_words = calloc(opt.channels, sizeof(uint32_t));
+    acked_bitmaps = calloc(opt.channels, sizeof(uint64_t *));
+    for (int i = 0; i < opt.subs; i++) subs_on_chan[i % opt.channels]++;
+
+    enum { P_CONNECT, P_SETTLE, P_PUBLISH, P_ACKWAIT, P_DRAIN, P_HOLD, P_DONE } phase = P_CONNECT;
+    const char *end_reason = "done";
+    double t0 = mono_s(), settle_end = 0, phase_end = 0, t_ready_print = 0;
+    struct rusage ru_pub0 = {0}, ru_pub1 = {0};
+    double ru_wall0 = 0, ru_wall1 = 0;
+    long expected = 0;
+    double next_progress = t0 + 2;
+    struct epoll_event evs[1024];
+    if (opt.subs == 0) t_all_ready = t0;
+
+    while (phase != P_DONE) {
+        double now = mono_s();
+        if (now - t0 > opt.timeout) {
+            end_reason = "timeout";
+            break;
+        }
+        /* open subscribers, at most connect_window in flight */
+        while (next_sub < opt.subs && n_connecting < opt.connect_window) start_sub(next_sub++);
+
+        if (phase == P_CONNECT) {
+            if (subs_ready + subs_failed == opt.subs) {
+                if (t_all_ready == 0) t_all_ready = now;
+                if (opt.rate == 0) {
+                    fprintf(stderr, "# ready subs=%d failed=%d connect_s=%.3f\n", subs_ready,
+                            subs_failed, t_all_ready - t_first_connect);
+                    fflush(stderr);
+                    t_ready_print = now;
+                    phase = P_HOLD;
+                    phase_end = now + opt.hold;
+                } else {
+                    phase = P_SETTLE;
+                    settle_end = now + opt.settle;
+                    for (int i = 0; i < opt.pub_conns; i++) start_pub(i);
+                }
+            } else if (now - t0 > opt.connect_timeout) {
+                end_reason = "connect-timeout";
+                break;
+            }
+        }
+        if (phase == P_SETTLE && now >= settle_end) {
+            int up = 0, dead = 0;
+            for (int i = 0; i < opt.pub_conns; i++) {
+                if (pubs_c[i].state == C_HEAD) up++;
+                if (pubs_c[i].state == C_CLOSED) dead++;
+            }
+            if (dead) {
+                end_reason = "publisher-connect-failed";
+                break;
+            }
+            if (up == opt.pub_conns) {
+                phase = P_PUBLISH;
+                t_pub_start = now;
+                getrusage(RUSAGE_SELF, &ru_pub0);
+                ru_wall0 = now;
+            }
+        }
+        if (phase == P_PUBLISH) {
+            int stop = (opt.publishes > 0 && published >= opt.publishes) ||
+                       (opt.duration > 0 && now - t_pub_start >= opt.duration);
+            if (!stop) {
+                if (opt.rate < 0) {
+                    /* closed loop: keep pub_depth requests in flight on every connection */
+                    int progress = 1;
+                    while (progress && !(opt.publishes > 0 && published >= opt.publishes)) {
+                        progress = 0;
+                        for (int i = 0; i < opt.pub_conns; i++) {
+                            conn *pc = &pubs_c[i];
+                            if (pc->fd < 0 || pc->fifo_n >= opt.pub_depth) continue;
+                            /* strict round-robin over channels; channel k on conn k % P */
+                            uint32_t chan = (uint32_t)(published % opt.channels);
+                            if ((int)(chan % opt.pub_conns) != i) continue;
+                            pub_send(pc, chan);
+                            progress = 1;
+                            if (opt.publishes > 0 && published >= opt.publishes) break;
+                        }
+                    }
+                } else {
+                    long due = (long)((now - t_pub_start) * opt.rate) + 1;
+                    if (opt.publishes > 0 && due > opt.publishes) due = opt.publishes;
+                    while (published < due) {
+                        uint32_t chan = (uint32_t)(published % opt.channels);
+                        conn *pc = &pubs_c[chan % opt.pub_conns];
+                        if (pc->fd < 0) {
+                            end_reason = "publisher-connection-lost";
+                            goto out;
+                        }
+                        if (pc->fifo_n >= opt.pub_depth) break; /* behind: server not answering */
+                        pub_send(pc, chan);
+                    }
+                }
+            } else {
+                t_pub_end = now;
+                phase = P_ACKWAIT;
+                phase_end = now + opt.drain;
+            }
+        }
+        if (phase == P_ACKWAIT) {
+            int outstanding = 0;
+            for (int i = 0; i < opt.pub_conns; i++)
+                if (pubs_c[i].fd >= 0) outstanding += pubs_c[i].fifo_n;
+            if (outstanding == 0 || now >= phase_end) {
+                expected = 0;
+                for (int ch = 0; ch < opt.channels; ch++)
+                    expected += (long)acked_count[ch] * subs_on_chan[ch];
+                phase = P_DRAIN;
+                phase_end = now + opt.drain;
+            }
+        }
+        if (phase == P_DRAIN) {
+            if (unique_delivered >= expected) {
+                phase = P_DONE;
+                end_reason = "all-delivered";
+            } else if (now >= phase_end) {
+                phase = P_DONE;
+                end_reason = "drain-timeout";
+            }
+            if (phase == P_DONE) {
+                getrusage(RUSAGE_SELF, &ru_pub1);
+                ru_wall1 = now;
+                break;
+            }
+        }
+        if (phase == P_HOLD && now >= phase_end) {
+            end_reason = "hold-done";
+            break;
+        }
+        if (now >= next_progress) {
+            fprintf(stderr,
+                    "# t=%.1f phase=%d ready=%d failed=%d published=%ld acked=%ld delivered=%ld\n",
+                    now - t0, (int)phase, subs_ready, subs_failed, published, acked,
+                    unique_delivered);
+            next_progress = now + 2;
+        }
+        int timeout_ms = 10;
+        if (phase == P_PUBLISH) {
+            if (opt.rate > 0) {
+                double next_due = t_pub_start + (published) / opt.rate;
+                double wait = next_due - mono_s();
+                timeout_ms = wait <= 0 ? 0 : (int)(wait * 1000) + 0;
+                if (timeout_ms > 10) timeout_ms = 10;
+            } else {
+                timeout_ms = 1;
+            }
+        }
+        int n = epoll_wait(ep, evs, 1024, timeout_ms);
+        for (int k = 0; k < n; k++) on_event(evs[k].data.ptr, evs[k].events);
+    }
+out:;
+    double t_end = mono_s();
+    if (ru_wall1 == 0 && ru_wall0 != 0) {
+        getrusage(RUSAGE_SELF, &ru_pub1);
+        ru_wall1 = t_end;
+    }
+    struct rusage ru_all;
+    getrusage(RUSAGE_SELF, &ru_all);
+    if (expected == 0 && published)
+        for (int ch = 0; ch < opt.channels; ch++) expected += (long)acked_count[ch] * subs_on_chan[ch];
+
+    /* per-connection accounting against the acked seqs of its channel */
+    long lost = 0, dups = 0, ooo = 0, wrong = 0, unacked_deliv = 0, conns_loss = 0, conns_dup = 0,
+         conns_ooo = 0, max_lost = 0, streams_ended = 0, still_open = 0;
+    FILE *csv = opt.per_conn_csv[0] ? fopen(opt.per_conn_csv, "w") : NULL;
+    if (csv) fprintf(csv, "idx,chan,ready,open,closed_by_peer,received,expected,lost,dups,ooo,wrong_chan,other_events,comments\n");
+    int top_n = 0;
+    static int top_idx[64];
+    static long top_lost[64];
+    for (int i = 0; i < opt.subs; i++) {
+        conn *c = &subs_c[i];
+        long exp_c = acked_count[c->chan];
+        long got_acked = 0;
+        uint32_t words = c->seen_words < acked_words[c->chan] ? c->seen_words : acked_words[c->chan];
+        for (uint32_t w = 0; w < words; w++)
+            got_acked += __builtin_popcountll(c->seen[w] & acked_bitmaps[c->chan][w]);
+        long l = exp_c - got_acked;
+        if (!c->ready) l = exp_c; /* never subscribed */
+        lost += l;
+        unacked_deliv += (long)c->received - got_acked;
+        dups += c->dups, ooo += c->ooo, wrong += c->wrong_chan;
+        conns_loss += l > 0, conns_dup += c->dups > 0, conns_ooo += c->ooo > 0;
+        if (l > max_lost) max_lost = l;
+        streams_ended += c->closed_by_peer;
+        still_open += c->fd >= 0;
+        if (csv)
+            fprintf(csv, "%d,%d,%d,%d,%d,%u,%ld,%ld,%u,%u,%u,%u,%u\n", i, c->chan, c->ready,
+                    c->fd >= 0, c->closed_by_peer, c->received, exp_c, l, c->dups, c->ooo,
+                    c->wrong_chan, c->other_events, c->comments);
+        if ((l > 0 || c->dups || c->ooo) && opt.per_conn_top > 0) {
+            int k = opt.per_conn_top > 64 ? 64 : opt.per_conn_top;
+            if (top_n < k) top_idx[top_n] = i, top_lost[top_n++] = l;
+            else {
+                int m = 0;
+                for (int j = 1; j < top_n; j++) if (top_lost[j] < top_lost[m]) m = j;
+                if (l > top_lost[m]) top_idx[m] = i, top_lost[m] = l;
+            }
+        }
+    }
+    if (csv) fclose(csv);
+
+    double window = (t_last_delivery > 0 && t_pub_start > 0) ? t_last_delivery - t_pub_start : 0;
+    double pub_window = (t_pub_end > 0 ? t_pub_end : t_end) - t_pub_start;
+    double cpu_pub = (ru_pub1.ru_utime.tv_sec - ru_pub0.ru_utime.tv_sec) +
+                     (ru_pub1.ru_utime.tv_usec - ru_pub0.ru_utime.tv_usec) * 1e-6 +
+                     (ru_pub1.ru_stime.tv_sec - ru_pub0.ru_stime.tv_sec) +
+                     (ru_pub1.ru_stime.tv_usec - ru_pub0.ru_stime.tv_usec) * 1e-6;
+    double cpu_all = ru_all.ru_utime.tv_sec + ru_all.ru_utime.tv_usec * 1e-6 +
+                     ru_all.ru_stime.tv_sec + ru_all.ru_stime.tv_usec * 1e-6;
+    double connect_s = t_all_ready > 0 ? t_all_ready - t_first_connect : t_end - t_first_connect;
+
+    printf("{\n");
+    printf("  \"end_reason\": \"%s\",\n", end_reason);
+    printf("  \"config\": {\"port\": %d, \"subs\": %d, \"channels\": %d, \"src_addrs\": %d, "
+           "\"rate\": %g, \"publishes\": %ld, \"duration\": %g, \"payload\": %d, \"pub_conns\": %d, "
+           "\"pub_depth\": %d, \"http10\": %d, \"multiline\": %d},\n",
+           opt.port, opt.subs, opt.channels, opt.src_addrs, opt.rate, opt.publishes, opt.duration,
+           opt.payload, opt.pub_conns, opt.pub_depth, opt.http10, opt.multiline);
+    printf("  \"subs_ready\": %d, \"subs_failed\": %d, \"connect_errors\": %ld, \"http_errors\": %ld,\n",
+           subs_ready, subs_failed, connect_errors, http_errors);
+    printf("  \"connect_s\": %.4f, \"connects_per_s\": %.1f,\n", connect_s,
+           connect_s > 0 ? subs_ready / connect_s : 0);
+    printf("  \"sub_disconnects\": %ld, \"streams_ended_by_server\": %ld, \"subs_open_at_end\": %ld,\n",
+           sub_disconnects, streams_ended, still_open);
+    printf("  \"published\": %ld, \"acked\": %ld, \"pub_errors\": %ld, \"pub_non2xx\": %ld, "
+           "\"pub_conn_errors\": %ld, \"pub_window_s\": %.4f, \"pub_per_s\": %.1f,\n",
+           published, acked, pub_errors, pub_non2xx, pub_conn_errors, pub_window,
+           pub_window > 0 ? acked / pub_window : 0);
+    printf("  \"expected\": %ld, \"delivered\": %ld, \"lost\": %ld, \"duplicates\": %ld, "
+           "\"out_of_order\": %ld, \"wrong_channel\": %ld, \"delivered_unacked\": %ld,\n",
+           expected, unique_delivered, lost, dups, ooo, wrong, unacked_deliv);
+    printf("  \"conns_with_loss\": %ld, \"conns_with_duplicates\": %ld, \"conns_with_out_of_order\": %ld, "
+           "\"max_lost_per_conn\": %ld,\n", conns_loss, conns_dup, conns_ooo, max_lost);
+    printf("  \"events_parsed\": %ld, \"other_events\": %ld, \"bad_payloads\": %ld, \"comments\": %ld,\n",
+           events_total, other_events_total, bad_payload_total, comments_total);
+    printf("  \"latency_ms\": {\"count\": %" PRIu64 ", \"p50\": %.3f, \"p90\": %.3f, \"p99\": %.3f, "
+           "\"p999\": %.3f, \"max\": %.3f, \"mean\": %.3f},\n",
+           hist_count, hpct(50), hpct(90), hpct(99), hpct(99.9), hist_max / 1e6,
+           hist_count ? (double)hist_sum_us / hist_count / 1e3 : 0);
+    printf("  \"delivery_window_s\": %.4f, \"delivered_per_s\": %.1f,\n", window,
+           window > 0 ? unique_delivered / window : 0);
+    printf("  \"loadgen_cpu_s\": %.3f, \"loadgen_cpu_measured_s\": %.3f, \"loadgen_cpu_pct\": %.1f, "
+           "\"wall_s\": %.3f, \"hold_s\": %.3f,\n",
+           cpu_all, cpu_pub, (ru_wall1 > ru_wall0) ? 100.0 * cpu_pub / (ru_wall1 - ru_wall0) : 0,
+           t_end - t0, t_ready_print > 0 ? t_end - t_ready_print : 0);
+    printf("  \"worst_conns\": [");
+    for (int j = 0; j < top_n; j++) {
+        conn *c = &subs_c[top_idx[j]];
+        printf("%s{\"idx\": %d, \"chan\": %d, \"received\": %u, \"expected\": %u, \"lost\": %ld, "
+               "\"dups\": %u, \"ooo\": %u, \"open\": %d, \"closed_by_peer\": %d, \"error\": %d, \"last_id\": \"%s\"}",
+               j ? ", " : "", top_idx[j], c->chan, c->received, acked_count[c->chan], top_lost[j],
+               c->dups, c->ooo, c->fd >= 0, c->closed_by_peer, c->error, c->last_id);
+    }
+    printf("]\n}\n");
+    fflush(stdout);
+    return 0;
+}
