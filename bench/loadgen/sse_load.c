@@ -36,6 +36,7 @@
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
@@ -1089,18 +1090,26 @@ int main(int argc, char **argv) {
                     unique_delivered);
             next_progress = now + 2;
         }
-        int timeout_ms = 10;
+        /* sleep until the next publish is due (sub-millisecond: never busy-poll) */
+        double wait = 0.010;
         if (phase == P_PUBLISH) {
             if (opt.rate > 0) {
                 double next_due = t_pub_start + (published) / opt.rate;
-                double wait = next_due - mono_s();
-                timeout_ms = wait <= 0 ? 0 : (int)(wait * 1000) + 0;
-                if (timeout_ms > 10) timeout_ms = 10;
+                wait = next_due - mono_s();
+                if (wait < 0) wait = 0;
+                if (wait > 0.010) wait = 0.010;
             } else {
-                timeout_ms = 1;
+                wait = 0.001; /* closed loop: answers wake us up anyway */
             }
         }
-        int n = epoll_wait(ep, evs, 1024, timeout_ms);
+        int n;
+#ifdef SYS_epoll_pwait2
+        struct timespec tw = {0, (long)(wait * 1e9)};
+        n = (int)syscall(SYS_epoll_pwait2, ep, evs, 1024, &tw, NULL, 0);
+        if (n < 0 && errno == ENOSYS)
+#endif
+            n = epoll_wait(ep, evs, 1024, wait > 0 ? (int)(wait * 1000) + 1 : 0);
+        if (n < 0) n = 0;
         for (int k = 0; k < n; k++) on_event(evs[k].data.ptr, evs[k].events);
     }
 out:;
