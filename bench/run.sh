@@ -19,4 +19,10 @@ latest="$(find "$BENCH_DIR/results" -maxdepth 1 -name 'http-*.json' -newer "$mar
 if [ -n "$latest" ]; then
     "$BENCH_DIR/.venv/bin/python" "$BENCH_DIR/plot.py" "$latest" || true
 fi
+
+# push benchmark (SSE, clos_web vs nginx+Nchan; see README "Push"). It takes the shared options
+# (--quick, --rounds, --servers, --no-pin, ...) and ignores HTTP-only ones; its own options go
+# in $PUSH_ARGS (e.g. PUSH_ARGS="--scenarios idle,fanout"). Never changes the exit status.
+# shellcheck disable=SC2086
+"$BENCH_DIR/.venv/bin/python" "$BENCH_DIR/push_bench.py" ${BENCH_ARGS:-} "$@" ${PUSH_ARGS:-} || true
 exit $status

@@ -52,3 +52,6 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 log "ok: $("$VENV/bin/python" --version), $(wrk --version 2>&1 | head -1 | awk '{print $1, $2}'), $(/usr/sbin/nginx -v 2>&1)"
+
+# push benchmark: nginx + libnginx-mod-nchan, gcc, and the C load generator bench/.build/sse_load
+bash "$BENCH_DIR/loadgen/setup.sh" || log "push benchmark set-up failed (push_bench.py says what is missing)"
