@@ -369,3 +369,26 @@ def test_deadlines_for_100_000_connections_cost_one_bucket_append_each():
     server._sweep(1001.6)  # one second later: only bucket 1001 is due
     assert len(expired) == 100_000 // 60 + 1 - 17  # the 17 of them moved to 2000 are skipped
     assert len(server._buckets) == 59 + 1
+
+
+def test_the_gc_policy_freezes_survivors_and_still_collects_cycles():
+    """Young collections plus gc.freeze each second; a full collection every gc_full_every s:
+    reference cycles that became garbage after being frozen are collected then."""
+    import gc
+    import weakref
+
+    server = clos_web.Server(App(), gc_full_every=2.0).start()
+    try:
+        class Node:
+            pass
+
+        a, b = Node(), Node()
+        a.other, b.other = b, a  # a reference cycle
+        probe = weakref.ref(a)
+        wait_for(lambda: gc.get_freeze_count() > 0, timeout=3)
+        time.sleep(1.2)  # a sweep has frozen the cycle
+        del a, b
+        assert probe() is not None  # frozen: not collected by young collections
+        wait_for(lambda: probe() is None, timeout=6)  # the periodic full collection got it
+    finally:
+        server.stop(2)
