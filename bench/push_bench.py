@@ -1,5 +1,7 @@
 #!/usr/bin/env python3
-"""Push benchmark: clos_web (examples/hello.py) vs nginx + Nchan, over Server-Sent Events.
+"""Push benchmark: clos_web (examples/hello.py) vs nginx + Nchan and the Python peers
+(uvicorn+Starlette+sse-starlette in its h11/asyncio and httptools/uvloop configs, aiohttp,
+Tornado; bench/peers/), over Server-Sent Events.
 
 This is a benchmark, not a test: a missed target or a lost event is printed (NOT met /
 FAILURE) and never makes the run exit non-zero.
@@ -9,6 +11,8 @@ Scenarios (full sizes; --quick shrinks them for a smoke run):
   tables      10,000 subscribers over 1,000 channels, 2,000 publishes/s for 10 s
   idle        10,000 idle subscribers (1,000 channels): server RSS per connection,
               connections accepted (stream headers received) per second while opening them
+  idle-max    the same at 19,000 idle subscribers (1,900 channels), about the most one
+              process holds under the 20,000 fd limit here
   throughput  1,000 subscribers on 1 channel, publish as fast as the server answers for 10 s
 
 Method (see bench/README.md, "Push"): every server is started fresh for every run, pinned to
@@ -46,8 +50,10 @@ LOADGEN_SRC = BENCH_DIR / "loadgen" / "sse_load.c"
 NGINX_BIN = "/usr/sbin/nginx"
 NCHAN_MODULE = "/usr/lib/nginx/modules/ngx_nchan_module.so"
 HOST = "127.0.0.1"
-SERVERS = ["clos_web", "nchan"]
+PY_PEERS = ["uvicorn-h11", "uvicorn-httptools-uvloop", "aiohttp", "tornado"]
+SERVERS = ["clos_web", "nchan"] + PY_PEERS
 CLOS, NCHAN = "clos_web", "nchan"
+BENCH_VENV_PY = BENCH_DIR / ".venv" / "bin" / "python"
 START_TIMEOUT_S = 20.0
 FOREIGN_CPU_WARN = 0.10
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -84,6 +90,13 @@ def scenarios(quick: bool) -> dict[str, dict]:
                      "--rate", 0, "--hold", 3 if q else 5],
             "idle": True,
         },
+        "idle-max": {
+            "what": ("1,900 idle subs / 190 channels" if q else
+                     "19,000 idle subs / 1,900 channels, held 5 s"),
+            "args": ["--subs", 1900 if q else 19000, "--channels", 190 if q else 1900,
+                     "--rate", 0, "--hold", 3 if q else 5],
+            "idle": True,
+        },
         "throughput": {
             "what": ("200 subs / 1 channel, max publish rate for 2 s" if q else
                      "1,000 subs / 1 channel, max publish rate for 10 s (1 conn, 8 pipelined)"),
@@ -107,6 +120,16 @@ def server_argv(name: str, repo: Path, port: int, tmp: Path) -> tuple[list[str],
     if name == CLOS:
         return ([str(repo / ".venv" / "bin" / "python"), "examples/hello.py", "--port", str(port)],
                 repo, {"PYTHONPATH": str(repo)})
+    py = str(BENCH_VENV_PY)
+    uvicorn = [py, "-m", "uvicorn", "starlette_app:app", "--host", HOST, "--port", str(port),
+               "--workers", "1", "--no-access-log", "--log-level", "warning",
+               "--backlog", "4096"]
+    if name == "uvicorn-h11":
+        return uvicorn + ["--http", "h11", "--loop", "asyncio"], PEERS_DIR, {}
+    if name == "uvicorn-httptools-uvloop":
+        return uvicorn + ["--http", "httptools", "--loop", "uvloop"], PEERS_DIR, {}
+    if name in ("aiohttp", "tornado"):
+        return [py, f"{name}_app.py", "--port", str(port)], PEERS_DIR, {}
     conf = (PEERS_DIR / "nchan.conf.template").read_text()
     conf = (conf.replace("@PORT@", str(port)).replace("@TMPDIR@", str(tmp))
             .replace("@USER_LINE@", "user root;" if os.geteuid() == 0 else "")
@@ -365,7 +388,7 @@ def summary_line(rec: dict) -> str:
     lat = r.get("latency_ms", {})
     parts = [f"{rec['server']:<8} {rec['scenario']:<10} r{rec['round']} {rec['status']}",
              f"ready {r.get('subs_ready')}/{(r.get('config') or {}).get('subs')}"]
-    if rec["scenario"] == "idle":
+    if rec["scenario"].startswith("idle"):
         parts.append(f"{rec.get('rss_per_conn_kb')} KB/conn, {r.get('connects_per_s')} conn/s")
     else:
         parts.append(f"pub {r.get('acked')}/{r.get('published')} at {r.get('pub_per_s')}/s, "
@@ -396,7 +419,7 @@ def metric(rec: dict, key: str):
     if key == "server_cpu_pct":
         return rec.get("server_cpu_pct")
     if key == "loadgen_cpu_pct":
-        return r.get("loadgen_cpu_pct") if rec["scenario"] != "idle" else \
+        return r.get("loadgen_cpu_pct") if not rec["scenario"].startswith("idle") else \
             rec.get("loadgen_cpu_pct_whole_run")
     if key == "errors":
         return ((r.get("subs_failed") or 0) + (r.get("sub_disconnects") or 0)
@@ -426,6 +449,35 @@ ROWS = {
                    ("errors", "conn/pub errors"), ("server_cpu_pct", "server CPU %"),
                    ("loadgen_cpu_pct", "loadgen CPU %")],
 }
+ROWS["idle-max"] = ROWS["idle"]
+
+# the figure each scenario is judged by, and whether higher is better
+KEY_METRICS = [("fanout", "delivered_per_s", "delivered/s", True),
+               ("tables", "p99", "latency p99", False),
+               ("idle", "rss_per_conn_kb", "RSS/conn", False),
+               ("idle", "connects_per_s", "conns/s", True),
+               ("idle-max", "rss_per_conn_kb", "RSS/conn", False),
+               ("idle-max", "connects_per_s", "conns/s", True),
+               ("throughput", "delivered_per_s", "delivered/s", True)]
+
+
+def held(runs: list[dict], server: str, scen: str) -> tuple[bool, str]:
+    """Did server hold the scenario in every round: runs ok, no loss, no duplicates, and (idle)
+    every subscriber up?"""
+    rs = [r for r in runs if r["server"] == server and r["scenario"] == scen]
+    if not rs:
+        return False, "not run"
+    bad = []
+    for r in rs:
+        ld = r.get("load") or {}
+        if r["status"] != "ok" or not ld:
+            bad.append(r["status"])
+        elif (metric(r, "lost") or 0) or (metric(r, "duplicates") or 0):
+            bad.append(f"lost {metric(r, 'lost') or 0} dup {metric(r, 'duplicates') or 0}")
+        elif scen.startswith("idle") and (ld.get("subs_ready") or 0) < (ld.get("config") or
+                                                                         {}).get("subs", 0):
+            bad.append(f"{ld.get('subs_ready')} of {(ld.get('config') or {}).get('subs')} up")
+    return (not bad), "; ".join(bad)
 
 
 def aggregate(runs: list[dict], server: str, scen: str, key: str):
@@ -466,7 +518,7 @@ def report(runs: list[dict], scen_names: list[str], scen_defs: dict, servers: li
           f"are totals over the rounds")
     for s in scen_names:
         print(f"\n({s}) {scen_defs[s]['what']}")
-        headers = ["metric"] + servers + (["clos_web/nchan"] if set(SERVERS) <= set(servers) else [])
+        headers = ["metric"] + servers + (["clos_web/nchan"] if {CLOS, NCHAN} <= set(servers) else [])
         rows = []
         summary[s] = {}
         for key, label in ROWS[s]:
@@ -478,11 +530,49 @@ def report(runs: list[dict], scen_names: list[str], scen_defs: dict, servers: li
                 row.append(f"{c / n:.2f}x" if c is not None and n not in (None, 0) and
                            key not in SUMMED else "")
             rows.append(row)
+        held_row = ["held (no loss/dup/failure)"]
+        summary[s]["held"] = {}
+        for sv in servers:
+            ok, why = held(runs, sv, s)
+            summary[s]["held"][sv] = ok
+            held_row.append("yes" if ok else "FAIL")
+        if len(headers) > len(servers) + 1:
+            held_row.append("")
+        rows.insert(0, held_row)
         print_table(headers, rows)
         bad = [r for r in runs if r["scenario"] == s and r["status"] != "ok"]
         for r in bad:
             print(f"  run failed: {r['server']} round {r['round']}: {r['status']} "
                   f"{r.get('error', '')[:200]}")
+        for sv in servers:
+            ok, why = held(runs, sv, s)
+            if not ok:
+                print(f"  FAILURE {sv}: {why}")
+    # clos_web / peer on the figure each scenario is judged by
+    peers = [sv for sv in servers if sv != CLOS]
+    if CLOS in servers and peers:
+        print("\nclos_web / peer (higher-is-better figures: clos_web's value / the peer's; "
+              "lower-is-better ones (p99, RSS): the peer's / clos_web's; > 1 = clos_web ahead;"
+              " FAIL = the peer did not hold the scenario)")
+        rows = []
+        summary["ratios"] = {}
+        for s, key, label, higher in KEY_METRICS:
+            if s not in scen_names:
+                continue
+            row = [f"{s} {label}"]
+            for sv in peers:
+                c, p = summary[s][key].get(CLOS), summary[s][key].get(sv)
+                if not summary[s]["held"].get(sv):
+                    row.append("FAIL")
+                    summary["ratios"][f"{s} {key} {sv}"] = "FAIL"
+                elif c in (None, 0) or p in (None, 0):
+                    row.append("-")
+                else:
+                    r = c / p if higher else p / c
+                    summary["ratios"][f"{s} {key} {sv}"] = round(r, 3)
+                    row.append(f"{r:.2f}x")
+            rows.append(row)
+        print_table(["scenario figure"] + peers, rows)
     return summary
 
 
@@ -495,7 +585,7 @@ def targets(runs: list[dict], summary: dict, scen_names: list[str], servers: lis
 
     # zero loss and zero duplicates, everywhere
     for s in scen_names:
-        if s == "idle":
+        if s.startswith("idle"):
             continue
         for sv in servers:
             rs = [r for r in runs if r["server"] == sv and r["scenario"] == s]
@@ -519,13 +609,36 @@ def targets(runs: list[dict], summary: dict, scen_names: list[str], servers: lis
         p99 = summary["tables"]["p99"].get(CLOS)
         add("(tables) clos_web p99 <= 10 ms", None if p99 is None else p99 <= 10.0,
             f"p99 {fmt(p99)} ms")
-    if "idle" in scen_names:
-        kb = summary["idle"]["rss_per_conn_kb"].get(CLOS)
-        add("(idle) clos_web <= 3 KB RSS per idle connection", None if kb is None else kb <= 3.0,
-            f"{fmt(kb)} KB")
-        cps = summary["idle"]["connects_per_s"].get(CLOS)
-        add("(idle) clos_web >= 10,000 connections accepted/s",
+    for idle in ("idle", "idle-max"):
+        if idle not in scen_names:
+            continue
+        kb = summary[idle]["rss_per_conn_kb"].get(CLOS)
+        add(f"({idle}) clos_web <= 3 KB RSS per idle connection",
+            None if kb is None else kb <= 3.0, f"{fmt(kb)} KB")
+        cps = summary[idle]["connects_per_s"].get(CLOS)
+        add(f"({idle}) clos_web >= 10,000 connections accepted/s",
             None if cps is None else cps >= 10000, f"{fmt(cps)}/s")
+    # clos_web ahead of every Python peer in every scenario (a peer that failed is behind;
+    # clos_web failing a scenario is not ahead)
+    py = [sv for sv in servers if sv in PY_PEERS]
+    if CLOS in servers and py:
+        for s, key, label, higher in KEY_METRICS:
+            if s not in scen_names:
+                continue
+            c = summary[s][key].get(CLOS)
+            behind, detail = [], []
+            for sv in py:
+                p = summary[s][key].get(sv)
+                if not summary[s]["held"].get(sv):
+                    detail.append(f"{sv} FAIL")
+                    continue
+                detail.append(f"{sv} {fmt(p)}")
+                if c is None or p is not None and (c < p if higher else c > p):
+                    behind.append(sv)
+            ok = summary[s]["held"].get(CLOS) and c is not None and not behind
+            add(f"({s}) clos_web ahead of every Python peer on {label}", ok,
+                f"clos_web {fmt(c)} vs " + ", ".join(detail)
+                + (f"; behind {', '.join(behind)}" if behind else ""))
     print("\nTargets:")
     for t in out:
         mark = "FAILURE" if "zero loss" in t["target"] and t["result"] == "NOT met" else t["result"]

@@ -25,4 +25,9 @@ fi
 # in $PUSH_ARGS (e.g. PUSH_ARGS="--scenarios idle,fanout"). Never changes the exit status.
 # shellcheck disable=SC2086
 "$BENCH_DIR/.venv/bin/python" "$BENCH_DIR/push_bench.py" ${BENCH_ARGS:-} "$@" ${PUSH_ARGS:-} || true
+# push charts (delivered/s, latency p50/p99, RSS per connection, connections/s); never fatal
+latest="$(find "$BENCH_DIR/results" -maxdepth 1 -name 'push-*.json' -newer "$marker" 2>/dev/null | sort | tail -1)"
+if [ -n "$latest" ]; then
+    "$BENCH_DIR/.venv/bin/python" "$BENCH_DIR/plot_push.py" "$latest" || true
+fi
 exit $status

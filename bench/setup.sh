@@ -7,7 +7,7 @@ set -euo pipefail
 BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 VENV="$BENCH_DIR/.venv"
 PY="${BENCH_PYTHON:-python3}"
-PEERS=(uvicorn starlette httptools uvloop aiohttp tornado matplotlib)
+PEERS=(uvicorn starlette sse-starlette httptools uvloop aiohttp tornado matplotlib)
 
 log() { echo "[bench/setup] $*" >&2; }
 
