@@ -598,7 +598,7 @@ def targets(runs: list[dict], summary: dict, scen_names: list[str], servers: lis
             add(f"({s}) {sv}: zero loss, zero duplicates", ok,
                 f"lost {lost}, duplicates {dup}" + (f", {len(failed)} failed run(s)"
                                                     if failed else ""))
-    have_both = set(SERVERS) <= set(servers)
+    have_both = {CLOS, NCHAN} <= set(servers)
     for s in ("fanout", "throughput"):
         if s in scen_names:
             c = summary[s]["delivered_per_s"].get(CLOS)
@@ -712,8 +712,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=None, help="interleaved rounds (3)")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: 1 round, small sizes (1,000 subscribers, 2 s)")
-    p.add_argument("--scenarios", default="fanout,tables,idle,throughput")
-    p.add_argument("--servers", default="clos_web,nchan")
+    p.add_argument("--scenarios", default="fanout,tables,idle,idle-max,throughput")
+    p.add_argument("--servers", default=",".join(SERVERS))
     p.add_argument("--repo", type=Path, default=REPO_DIR)
     p.add_argument("--loadgen", type=Path, default=LOADGEN)
     p.add_argument("--run-timeout", type=float, default=180.0,
