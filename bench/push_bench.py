@@ -474,6 +474,11 @@ def held(runs: list[dict], server: str, scen: str) -> tuple[bool, str]:
             bad.append(r["status"])
         elif (metric(r, "lost") or 0) or (metric(r, "duplicates") or 0):
             bad.append(f"lost {metric(r, 'lost') or 0} dup {metric(r, 'duplicates') or 0}")
+        elif ((ld.get("config") or {}).get("rate", 0) > 0
+              and (ld.get("acked") or 0) < (ld.get("config") or {}).get("publishes", 0)):
+            # a fixed-rate scenario: the server did not accept the publishes it was offered
+            bad.append(f"accepted only {ld.get('acked')} of {ld['config']['publishes']} "
+                       f"publishes ({ld.get('pub_per_s')}/s of {ld['config']['rate']}/s)")
         elif scen.startswith("idle") and (ld.get("subs_ready") or 0) < (ld.get("config") or
                                                                          {}).get("subs", 0):
             bad.append(f"{ld.get('subs_ready')} of {(ld.get('config') or {}).get('subs')} up")
@@ -721,6 +726,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--results-dir", type=Path, default=BENCH_DIR / "results")
     p.add_argument("--no-save", action="store_true")
     p.add_argument("--no-pin", action="store_true")
+    p.add_argument("--report", type=Path, metavar="PUSH_JSON",
+                   help="print the tables and targets of a saved run again (no load), and "
+                        "store the recomputed summary and targets in that file")
     # run.sh passes the HTTP benchmark's options too: ignore the ones meant for it alone
     a, unknown = p.parse_known_args(argv)
     if unknown:
@@ -740,6 +748,15 @@ def main(argv=None) -> int:
     # the servers then get the default SIGINT after exec, and SIGTERM cleans up like Ctrl-C.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _sigterm)
+    if a.report:
+        doc = json.loads(a.report.read_text())
+        cfg = doc["config"]
+        defs = {s: {"what": v["what"]} for s, v in cfg["scenario_defs"].items()}
+        doc["summary"] = report(doc["runs"], cfg["scenarios"], defs, cfg["servers"],
+                                cfg["rounds"])
+        doc["targets"] = targets(doc["runs"], doc["summary"], cfg["scenarios"], cfg["servers"])
+        a.report.write_text(json.dumps(doc, indent=1, default=str))
+        return 0
     scen_defs = scenarios(a.quick)
     scen_names = [s.strip() for s in a.scenarios.split(",") if s.strip()]
     servers = [s.strip() for s in a.servers.split(",") if s.strip()]
