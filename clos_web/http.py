@@ -710,13 +710,20 @@ _CLOSE = b"Connection: close\r\n\r\n"
 _KEEP_ALIVE_10 = b"Connection: keep-alive\r\n\r\n"
 
 
+def head_end(keep_alive: bool, http10: bool) -> bytes:
+    """The end of a response head: the ``Connection`` field where one is due, then CRLF."""
+    if keep_alive:
+        return _KEEP_ALIVE_10 if http10 else b"\r\n"
+    return _CLOSE
+
+
 def encode_response(response: Response, head_only: bool = False, keep_alive: bool = True,
                     http10: bool = False) -> bytes:
     """Serialise a response to bytes in one join."""
     wire = response._wire
     if wire is None:
         wire = _wire(response)
-    end = b"\r\n" if keep_alive and not http10 else (_CLOSE if not keep_alive else _KEEP_ALIVE_10)
+    end = head_end(keep_alive, http10)
     status = response.status
     if head_only or not _has_body(status):
         return b"".join((status_line(status), date_line(), wire, end))

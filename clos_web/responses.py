@@ -13,7 +13,7 @@ import enum
 import attrs
 
 from ._generic import dispatcher
-from .http import Response, date_line, json_bytes, status_line
+from .http import Response, date_line, head_end, json_bytes, status_line
 from .loop import Connection, send_response, write
 
 
@@ -115,18 +115,12 @@ _TEXT_HEAD = b"Server: clos_web\r\nContent-Type: text/plain; charset=utf-8\r\nCo
 def write(obj: PlainText, conn: Connection):
     body = obj.encode("utf-8")
     request = conn.request
-    if conn.keep_alive and (request is None or request.version == "HTTP/1.1"):
-        end = b"\r\n\r\n"
-    else:
-        end = b"\r\nConnection: close\r\n\r\n" if not conn.keep_alive else \
-            b"\r\nConnection: keep-alive\r\n\r\n"
+    http10 = request is not None and request.version == "HTTP/1.0"
+    length = b"%d\r\n" % len(body)
     if request is not None and request.method == "HEAD":
         body = b""
-        length = b"%d" % len(obj.encode("utf-8"))
-    else:
-        length = b"%d" % len(body)
-    conn.server.enqueue(conn, b"".join((status_line(200), date_line(), _TEXT_HEAD, length, end,
-                                        body)))
+    conn.server.enqueue(conn, b"".join((status_line(200), date_line(), _TEXT_HEAD, length,
+                                        head_end(conn.keep_alive, http10), body)))
 
 
 @as_response.dispatch

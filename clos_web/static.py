@@ -23,12 +23,9 @@ import stat
 
 import attrs
 
-from .http import NotFound, Request, Response, date_line, status_line
+from .http import NotFound, Request, Response, date_line, head_end, status_line
 from .loop import Connection, FileSegment, write
 from .responses import as_response, with_headers
-
-_CLOSE = b"Connection: close\r\n\r\n"
-_KEEP_ALIVE_10 = b"Connection: keep-alive\r\n\r\n"
 
 
 @attrs.define(slots=True, eq=False)
@@ -54,9 +51,7 @@ def _head(obj, conn: Connection) -> tuple[list, bool]:
     for name, value in obj.headers:
         parts.append(f"{name}: {value}\r\n".encode("latin-1"))
     parts.append(b"Content-Length: %d\r\n" % obj.count)
-    keep_alive = conn.keep_alive
-    parts.append(b"\r\n" if keep_alive and not http10 else
-                 (_CLOSE if not keep_alive else _KEEP_ALIVE_10))
+    parts.append(head_end(conn.keep_alive, http10))
     return parts, head_only
 
 
