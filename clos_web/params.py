@@ -192,6 +192,10 @@ def parse_param(kind: type[int], raw: str, bound):
     return int(raw)
 
 
+_STOCK_STR = parse_param.resolve_method((str, "", None))[0]
+_STOCK_INT = parse_param.resolve_method((int, "", None))[0]
+
+
 @parse_param.dispatch
 def parse_param(kind: type[int], raw: int, bound):
     return raw
@@ -689,40 +693,83 @@ def compile_handler(fn: Callable, route, app) -> Callable:
     binders = tuple(binders)
     query_kinds = tuple((name, getattr(bind, "query_kind", None)) for name, bind in binders)
     if all(kind is not None for _, kind in query_kinds) and not route.var_names:
-        return _compile_query_only(route, query_kinds, _compile_general(route, binders))
+        keyword_only = frozenset(name for name, p in sig.parameters.items()
+                                 if p.kind is p.KEYWORD_ONLY)
+        return _compile_query_only(route, query_kinds, keyword_only,
+                                   _compile_general(route, binders))
     return _compile_general(route, binders)
 
 
-def _compile_query_only(route, query_kinds: tuple, general: Callable) -> Callable:
+def _compile_query_only(route, query_kinds: tuple, keyword_only: frozenset,
+                        general: Callable) -> Callable:
     """The fast path for handlers whose parameters all come from a plain query string
-    (``/add?a=1&b=2``): no body, no percent-escapes, every parameter present. Anything else
-    goes the general way, with the same results."""
+    (``/add?a=1&b=2``). Like a CLOS discriminating function it caches what dispatch decided:
+    a *plan* per route (:func:`_query_plan`), dropped with the resolved methods whenever
+    ``parse_param``'s method table changes. A query the plan does not match (another order,
+    repeats, escapes) or a request with a body goes the general way, with the same results.
+    """
+    key = object()  # this route's plan in _methods
     methods = _methods
 
     def invoke(request, conn, values):
-        query = request.query
-        if request.body or not query or "%" in query or "+" in query or len(query) > 2000:
-            return general(request, conn, values)
         if parse_param._pending or _MARK not in parse_param._cache:
             _refresh()
-        pairs = {}
-        for item in query.split("&"):
-            name, _, value = item.partition("=")
-            if name not in pairs:
-                pairs[name] = value
-        bound = {}
-        for name, kind in query_kinds:
-            raw = pairs.get(name)
-            method = methods.get((kind, str))
-            if raw is None or method is None:
-                return general(request, conn, values)
-            try:
-                bound[name] = method(kind, raw, bound)
-            except ValueError as exc:
-                raise ParamError(name, str(exc)) from None
-        return route.handler(**bound)
+        plan = methods.get(key)
+        if plan is None:
+            plan = methods[key] = _query_plan(query_kinds, keyword_only)
+        m = plan[0](request.query)
+        if m is None or request.body:
+            return general(request, conn, values)
+        return plan[1](m, route.handler)
 
+    invoke.general = general  # for tests and the curious: the path the plan defers to
+    invoke.plan = lambda: methods.get(key)
     return invoke
+
+
+def _query_plan(query_kinds: tuple, keyword_only: frozenset) -> tuple:
+    """``(fullmatch, call)`` for :func:`_compile_query_only`. ``fullmatch`` is one regex for
+    ``name=value&...`` in the handler's parameter order; ``call(match, handler)`` converts the
+    values and calls the handler. The stock ``str`` and ``int`` methods are folded in: the
+    regex admits only what they accept (unescaped), so the value is used as is or given to
+    ``int``; any other resolved method is called, with ``bound``, as the general path does.
+    The code of ``call`` is generated (as attrs generates ``__init__``) so that a two-integer
+    handler costs two ``int`` calls and one positional call."""
+    parts, converted, env = [], [], {"_convert": _convert}
+    generic = False
+    for i, (name, kind) in enumerate(query_kinds):
+        method = _resolve(kind, "", {})
+        if method is _STOCK_STR:
+            parts.append(re.escape(name) + "=([^&%+]*)")
+            converted.append(f"v{i}")
+        elif method is _STOCK_INT:
+            parts.append(re.escape(name) + "=(-?[0-9]{1,100})")
+            converted.append(f"int(v{i})")
+        else:
+            generic = True
+            parts.append(re.escape(name) + "=([^&%+]*)")
+            env[f"m{i}"], env[f"k{i}"] = method, kind
+            converted.append(f"_convert(m{i}, k{i}, v{i}, bound, {name!r})")
+    names = [name for name, _ in query_kinds]
+    lines = ["def call(match, handler):",
+             f"    ({''.join(f'v{i}, ' for i in range(len(names)))}) = match.groups()"]
+    if generic:  # a method may read the parameters bound before its own (dependent types)
+        lines.append("    bound = {}")
+        lines += [f"    bound[{name!r}] = {expr}" for name, expr in zip(names, converted)]
+        lines.append("    return handler(**bound)")
+    else:
+        args = [f"{name}={expr}" if name in keyword_only else expr
+                for name, expr in zip(names, converted)]
+        lines.append(f"    return handler({', '.join(args)})")
+    exec("\n".join(lines), env)  # noqa: S102 - the source is built from identifiers only
+    return re.compile("&".join(parts)).fullmatch, env["call"]
+
+
+def _convert(method, kind, raw, bound, name):
+    try:
+        return method(kind, raw, bound)
+    except ValueError as exc:
+        raise ParamError(name, str(exc)) from None
 
 
 def _compile_general(route, binders: tuple) -> Callable:

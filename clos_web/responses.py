@@ -109,18 +109,22 @@ class PlainText(str):
 
 
 _TEXT_HEAD = b"Server: clos_web\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: "
+_text_head = [b"", b""]  # [the Date line it was made with, status + Date + _TEXT_HEAD]
 
 
 @write.dispatch
 def write(obj: PlainText, conn: Connection):
     body = obj.encode("utf-8")
+    date = date_line()
+    if _text_head[0] is not date:  # a new second (were it the same Date, only slower)
+        _text_head[:] = date, status_line(200) + date + _TEXT_HEAD
     request = conn.request
     http10 = request is not None and request.version == "HTTP/1.0"
-    length = b"%d\r\n" % len(body)
+    length = len(body)
     if request is not None and request.method == "HEAD":
         body = b""
-    conn.server.enqueue(conn, b"".join((status_line(200), date_line(), _TEXT_HEAD, length,
-                                        head_end(conn.keep_alive, http10), body)))
+    conn.server.enqueue(conn, b"%s%d\r\n%s%s" % (_text_head[1], length,
+                                                   head_end(conn.keep_alive, http10), body))
 
 
 @as_response.dispatch

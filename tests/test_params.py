@@ -8,6 +8,8 @@ from typing import Annotated, Literal
 
 import attrs
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from clos_web import (
     App, HTTPError, Length, ParamError, Pattern, Range, Request, Session, UploadedFile,
@@ -246,3 +248,90 @@ def test_parse_query_fast_path_agrees_with_parse_qs():
 
     for q in ("a=1&b=2&a=3", "a&b=", "x=%20y&z=+", "k==v", "&&a=1&"):
         assert parse_query(q) == {k: v for k, v in parse_params(q).items()} or "%" in q
+
+
+class Even(int):
+    """An HTTP type of the tests' own: an even integer (a user's method, not a stock one)."""
+
+
+@parse_param.dispatch
+def parse_param(kind: type[Even], raw: str, bound):
+    n = parse_param(int, raw, bound)
+    if n % 2:
+        raise ValueError(f"{n} is odd")
+    return Even(n)
+
+
+def _query_app():
+    app = App()
+
+    @app.get("/is")
+    def ints_and_strs(a: int, b: str, *, k: int):
+        return ["is", a, b, k]
+
+    @app.get("/mixed")
+    def mixed(x: float, y: bool, e: Even, s: Suit, n: int = 5):
+        return ["mixed", x, y, e, s.value, n]
+
+    @app.get("/dep")
+    def dependent(table: Table, card: CardOnTable):
+        return ["dep", table.name, card]
+
+    return app
+
+
+def _outcome(call):
+    try:
+        return ("ok", call())
+    except ParamError as err:
+        return ("param", err.param, err.why)
+    except HTTPError as err:
+        return ("http", err.status, err.reason)
+
+
+_QUERY_PARTS = st.sampled_from(["a", "b", "k", "x", "=", "&", "%20", "%3D", "+", "-", "1",
+                                "09", "1.5", "on", "spades", "green", "é", " ", "a=", "&b=x"])
+_VALUES = st.sampled_from(["", "0", "1", "-2", "+3", "09", "1.5", "1e3", "nan", "on", "no",
+                           "spades", "green", "2", "9", "x=y", "é", " ", "%41", "+", "12abc",
+                           "9" * 101, "-", "٣"])
+_NAMES = {"/is": ["a", "b", "k"], "/mixed": ["x", "y", "e", "s", "n"], "/dep": ["table", "card"]}
+
+
+@st.composite
+def _queries(draw, path):
+    """Mostly the handler's own names in order (the plan's shape) with odd values; sometimes
+    reordered, repeated or dropped names; sometimes arbitrary text."""
+    if draw(st.integers(0, 4)) == 0:
+        return draw(st.lists(_QUERY_PARTS, max_size=14).map("".join))
+    names = list(_NAMES[path])
+    if draw(st.booleans()):
+        names = draw(st.permutations(names + draw(st.lists(st.sampled_from(names),
+                                                           max_size=2))))[:draw(
+            st.integers(0, len(names) + 2))]
+    return "&".join(f"{name}={draw(_VALUES)}" for name in names)
+
+
+@settings(max_examples=400, deadline=None)
+@given(data=st.data(), path=st.sampled_from(sorted(_NAMES)))
+def test_the_compiled_query_plan_agrees_with_the_general_binding(data, path):
+    """compile_handler's fast path (a regex plan with the stock int/str methods folded in)
+    gives what the general binder gives, value or 400, for any query."""
+    query = data.draw(_queries(path))
+    app = _query_app()
+    route = app.router.exact[path]["GET"]
+    request = Request("GET", f"{path}?{query}", path=path, query=query)
+    fast = _outcome(lambda: route.invoke(request, None, ()))
+    assert fast == _outcome(lambda: route.invoke.general(request, None, ()))
+
+
+def test_the_query_plan_serves_plain_queries_and_defers_the_rest():
+    app = _query_app()
+    route = app.router.exact["/is"]["GET"]
+    assert get(app, "/is?a=-12&b=x=y&k=3") == ["is", -12, "x=y", 3]
+    assert route.invoke.plan() is not None  # a plan was compiled and kept
+    assert get(app, "/is?b=z&a=1&k=2") == ["is", 1, "z", 2]  # another order: general path
+    assert get(app, "/is?a=1&b=%41+&k=2") == ["is", 1, "A ", 2]  # escapes: general path
+    assert error(get, app, "/is?a=+1&b=x&k=1").why == "not an integer: ' 1'"  # + is a space
+    assert get(app, "/mixed?x=1.5&y=on&e=4&s=spades&n=1") == ["mixed", 1.5, True, 4, "spades", 1]
+    assert error(get, app, "/mixed?x=1&y=1&e=3&s=spades&n=1").why == "3 is odd"
+    assert get(app, "/dep?table=green&card=2") == ["dep", "green", "king"]  # bound in order

@@ -4,6 +4,7 @@ results and write methods, cookies, sessions, middleware, mounts, the REPL, bloc
 from __future__ import annotations
 
 import json
+import re
 import logging
 import threading
 import time
@@ -17,6 +18,7 @@ from clos_web import (
     set_cookie,
 )
 from clos_web.loop import Connection, send_response
+from clos_web.responses import PlainText
 
 from conftest import Reader, connect, request
 
@@ -92,6 +94,30 @@ def test_results_are_written_by_their_class(serve):
     assert request(server, GET("/none"))[0] == 204
     status, headers, _ = request(server, GET("/go"))
     assert status == 303 and headers["location"] == "/str"
+
+
+def test_plaintext_is_written_as_its_response_would_be(serve):
+    """PlainText's own write method (a cached head) sends the bytes that the Response it
+    stands for would: HEAD, HTTP/1.0, keep-alive and close alike."""
+    app = App()
+    app.get("/pt")(lambda: PlainText("é 42"))
+    app.get("/resp")(lambda: Response("é 42", content_type="text/plain"))
+    server = serve(app)
+
+    def raw(head: str) -> bytes:
+        with connect(server) as sock:
+            # a last request that closes, answered if the first one kept the connection
+            sock.sendall(head.encode() + GET("/resp", "Connection: close\r\n"))
+            data = b""
+            while chunk := sock.recv(65536):
+                data += chunk
+        return re.sub(rb"Date: [^\r]*\r\n", b"", data)
+
+    for head in ("GET {} HTTP/1.1\r\nHost: t\r\n\r\n", "HEAD {} HTTP/1.1\r\nHost: t\r\n\r\n",
+                 "GET {} HTTP/1.0\r\n\r\n", "GET {} HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+                 "GET {} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"):
+        assert raw(head.format("/pt")) == raw(head.format("/resp")), head
+    assert b"Content-Length: 5\r\n" in raw("GET /pt HTTP/1.1\r\nHost: t\r\n\r\n")
 
 
 class Card:
