@@ -356,10 +356,15 @@ def _check_methods() -> None:
 
 
 def _refresh() -> None:
+    global _generation
     fn = parse_param
     fn._resolve_pending_registrations()
     _methods.clear()
+    _generation = object()  # compiled query plans of an older generation are rebuilt
     fn._cache[_MARK] = None
+
+
+_generation = object()
 
 
 # --------------------------------------------------------------------------------------------
@@ -708,34 +713,36 @@ def _compile_query_only(route, query_kinds: tuple, keyword_only: frozenset,
     ``parse_param``'s method table changes. A query the plan does not match (another order,
     repeats, escapes) or a request with a body goes the general way, with the same results.
     """
-    key = object()  # this route's plan in _methods
-    methods = _methods
+    plan = made = None  # the compiled plan and the generation of methods it was made from
 
     def invoke(request, conn, values):
+        nonlocal plan, made
         if parse_param._pending or _MARK not in parse_param._cache:
             _refresh()
-        plan = methods.get(key)
-        if plan is None:
-            plan = methods[key] = _query_plan(query_kinds, keyword_only)
-        m = plan[0](request.query)
-        if m is None or request.body:
-            return general(request, conn, values)
-        return plan[1](m, route.handler)
+        if made is not _generation:
+            generation = _generation
+            # plan before made: another thread (a blocking handler) that sees the new
+            # generation also sees a plan made from it
+            plan = _query_plan(query_kinds, keyword_only, general)
+            made = generation
+        return plan(request, conn, values, route.handler)
 
     invoke.general = general  # for tests and the curious: the path the plan defers to
-    invoke.plan = lambda: methods.get(key)
+    invoke.plan = lambda: plan if made is _generation else None
     return invoke
 
 
-def _query_plan(query_kinds: tuple, keyword_only: frozenset) -> tuple:
-    """``(fullmatch, call)`` for :func:`_compile_query_only`. ``fullmatch`` is one regex for
-    ``name=value&...`` in the handler's parameter order; ``call(match, handler)`` converts the
-    values and calls the handler. The stock ``str`` and ``int`` methods are folded in: the
-    regex admits only what they accept (unescaped), so the value is used as is or given to
+def _query_plan(query_kinds: tuple, keyword_only: frozenset, general: Callable) -> Callable:
+    """``plan(request, conn, values, handler)`` for :func:`_compile_query_only`: one regex
+    matches ``name=value&...`` in the handler's parameter order, then the values are
+    converted and the handler called; a query it does not match, or a request with a body,
+    goes to ``general``. The stock ``str`` and ``int`` methods are folded in: the regex
+    admits only what they accept (unescaped), so the value is used as is or given to
     ``int``; any other resolved method is called, with ``bound``, as the general path does.
-    The code of ``call`` is generated (as attrs generates ``__init__``) so that a two-integer
-    handler costs two ``int`` calls and one positional call."""
-    parts, converted, env = [], [], {"_convert": _convert}
+    The code is generated (as attrs generates ``__init__``): for ``add(a: int, b: int)`` it
+    is one match, two ``int`` calls and one positional call."""
+    parts, converted = [], []
+    env = {"_convert": _convert, "general": general}
     generic = False
     for i, (name, kind) in enumerate(query_kinds):
         method = _resolve(kind, "", {})
@@ -750,8 +757,12 @@ def _query_plan(query_kinds: tuple, keyword_only: frozenset) -> tuple:
             parts.append(re.escape(name) + "=([^&%+]*)")
             env[f"m{i}"], env[f"k{i}"] = method, kind
             converted.append(f"_convert(m{i}, k{i}, v{i}, bound, {name!r})")
+    env["fullmatch"] = re.compile("&".join(parts)).fullmatch
     names = [name for name, _ in query_kinds]
-    lines = ["def call(match, handler):",
+    lines = ["def plan(request, conn, values, handler):",
+             "    match = fullmatch(request.query)",
+             "    if match is None or request.body:",
+             "        return general(request, conn, values)",
              f"    ({''.join(f'v{i}, ' for i in range(len(names)))}) = match.groups()"]
     if generic:  # a method may read the parameters bound before its own (dependent types)
         lines.append("    bound = {}")
@@ -762,7 +773,7 @@ def _query_plan(query_kinds: tuple, keyword_only: frozenset) -> tuple:
                 for name, expr in zip(names, converted)]
         lines.append(f"    return handler({', '.join(args)})")
     exec("\n".join(lines), env)  # noqa: S102 - the source is built from identifiers only
-    return re.compile("&".join(parts)).fullmatch, env["call"]
+    return env["plan"]
 
 
 def _convert(method, kind, raw, bound, name):
