@@ -356,15 +356,14 @@ def _check_methods() -> None:
 
 
 def _refresh() -> None:
-    global _generation
     fn = parse_param
     fn._resolve_pending_registrations()
     _methods.clear()
-    _generation = object()  # compiled query plans of an older generation are rebuilt
+    _GENERATION[0] = object()  # compiled query plans of an older generation are rebuilt
     fn._cache[_MARK] = None
 
 
-_generation = object()
+_GENERATION = [object()]
 
 
 # --------------------------------------------------------------------------------------------
@@ -709,40 +708,41 @@ def _compile_query_only(route, query_kinds: tuple, keyword_only: frozenset,
                         general: Callable) -> Callable:
     """The fast path for handlers whose parameters all come from a plain query string
     (``/add?a=1&b=2``). Like a CLOS discriminating function it caches what dispatch decided:
-    a *plan* per route (:func:`_query_plan`), dropped with the resolved methods whenever
+    at its first request the route's ``invoke`` compiles a *plan* (:func:`_query_plan`) and
+    installs it as ``route.invoke``; the plan gives way to a new one whenever
     ``parse_param``'s method table changes. A query the plan does not match (another order,
     repeats, escapes) or a request with a body goes the general way, with the same results.
     """
-    plan = made = None  # the compiled plan and the generation of methods it was made from
 
-    def invoke(request, conn, values):
-        nonlocal plan, made
+    def compile_plan(request, conn, values):
         if parse_param._pending or _MARK not in parse_param._cache:
             _refresh()
-        if made is not _generation:
-            generation = _generation
-            # plan before made: another thread (a blocking handler) that sees the new
-            # generation also sees a plan made from it
-            plan = _query_plan(query_kinds, keyword_only, general)
-            made = generation
-        return plan(request, conn, values, route.handler)
+        route.invoke = plan = _query_plan(route, query_kinds, keyword_only, general,
+                                          compile_plan)
+        return plan(request, conn, values)
 
-    invoke.general = general  # for tests and the curious: the path the plan defers to
-    invoke.plan = lambda: plan if made is _generation else None
-    return invoke
+    compile_plan.general = general  # for tests and the curious: the path a plan defers to
+    compile_plan.planned = False
+    return compile_plan
 
 
-def _query_plan(query_kinds: tuple, keyword_only: frozenset, general: Callable) -> Callable:
-    """``plan(request, conn, values, handler)`` for :func:`_compile_query_only`: one regex
-    matches ``name=value&...`` in the handler's parameter order, then the values are
-    converted and the handler called; a query it does not match, or a request with a body,
-    goes to ``general``. The stock ``str`` and ``int`` methods are folded in: the regex
-    admits only what they accept (unescaped), so the value is used as is or given to
-    ``int``; any other resolved method is called, with ``bound``, as the general path does.
-    The code is generated (as attrs generates ``__init__``): for ``add(a: int, b: int)`` it
-    is one match, two ``int`` calls and one positional call."""
+def _query_plan(route, query_kinds: tuple, keyword_only: frozenset, general: Callable,
+                recompile: Callable) -> Callable:
+    """A compiled ``invoke(request, conn, values)`` for :func:`_compile_query_only`.
+
+    It first checks that ``parse_param``'s methods are those it was made from (else
+    ``recompile`` makes a new plan). Then one regex matches ``name=value&...`` in the
+    handler's parameter order, the values are converted and the handler is called; a query
+    the regex does not match, or a request with a body, goes to ``general``. The stock
+    ``str`` and ``int`` methods are folded in: the regex admits only what they accept
+    (unescaped), so the value is used as is or given to ``int``; any other resolved method is
+    called, with ``bound``, as the general path does. The code is generated (as attrs
+    generates ``__init__``): for ``add(a: int, b: int)`` it is one match, two ``int`` calls
+    and one positional call."""
+    env = {"parse_param": parse_param, "_MARK": _MARK, "_GENERATION": _GENERATION,
+           "made": _GENERATION[0], "recompile": recompile, "general": general,
+           "route": route, "_convert": _convert}
     parts, converted = [], []
-    env = {"_convert": _convert, "general": general}
     generic = False
     for i, (name, kind) in enumerate(query_kinds):
         method = _resolve(kind, "", {})
@@ -759,7 +759,10 @@ def _query_plan(query_kinds: tuple, keyword_only: frozenset, general: Callable) 
             converted.append(f"_convert(m{i}, k{i}, v{i}, bound, {name!r})")
     env["fullmatch"] = re.compile("&".join(parts)).fullmatch
     names = [name for name, _ in query_kinds]
-    lines = ["def plan(request, conn, values, handler):",
+    lines = ["def invoke(request, conn, values):",
+             "    if parse_param._pending or _MARK not in parse_param._cache \\",
+             "            or _GENERATION[0] is not made:",
+             "        return recompile(request, conn, values)",
              "    match = fullmatch(request.query)",
              "    if match is None or request.body:",
              "        return general(request, conn, values)",
@@ -767,13 +770,15 @@ def _query_plan(query_kinds: tuple, keyword_only: frozenset, general: Callable) 
     if generic:  # a method may read the parameters bound before its own (dependent types)
         lines.append("    bound = {}")
         lines += [f"    bound[{name!r}] = {expr}" for name, expr in zip(names, converted)]
-        lines.append("    return handler(**bound)")
+        lines.append("    return route.handler(**bound)")
     else:
         args = [f"{name}={expr}" if name in keyword_only else expr
                 for name, expr in zip(names, converted)]
-        lines.append(f"    return handler({', '.join(args)})")
+        lines.append(f"    return route.handler({', '.join(args)})")
     exec("\n".join(lines), env)  # noqa: S102 - the source is built from identifiers only
-    return env["plan"]
+    invoke = env["invoke"]
+    invoke.general, invoke.planned = general, True
+    return invoke
 
 
 def _convert(method, kind, raw, bound, name):

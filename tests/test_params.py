@@ -328,7 +328,7 @@ def test_the_query_plan_serves_plain_queries_and_defers_the_rest():
     app = _query_app()
     route = app.router.exact["/is"]["GET"]
     assert get(app, "/is?a=-12&b=x=y&k=3") == ["is", -12, "x=y", 3]
-    assert route.invoke.plan() is not None  # a plan was compiled and kept
+    assert route.invoke.planned  # a plan was compiled and installed
     assert get(app, "/is?b=z&a=1&k=2") == ["is", 1, "z", 2]  # another order: general path
     assert get(app, "/is?a=1&b=%41+&k=2") == ["is", 1, "A ", 2]  # escapes: general path
     assert error(get, app, "/is?a=+1&b=x&k=1").why == "not an integer: ' 1'"  # + is a space
