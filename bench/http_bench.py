@@ -69,7 +69,7 @@ DEFAULT_CONNS = [100, 1000]
 CLOS = "clos_web"
 PT, ADD = "/plaintext", "/add?a=1&b=2"
 PAIR_CONNS = 100  # the paired /add vs /plaintext runs: connections, seconds per run
-PAIR_SECONDS = 1
+PAIR_SECONDS = 2
 
 START_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 5.0
@@ -619,11 +619,11 @@ def report(cells: dict, servers: list[str], paths: list[str], conns_list: list[i
     b, _ = med(CLOS, PT, 100)
     cells_txt = f"; the c100 cells' medians give {a / b:.2f}x" if a and b else ""
     if pairs:
-        ratios = sorted(p["ratio"] for p in pairs)
-        verdict(text, 0.85, statistics.median(ratios),
-                f"{statistics.median(ratios):.2f}x, median of {len(ratios)} pairs "
-                f"(middle half {ratios[len(ratios) // 4]:.2f}-"
-                f"{ratios[(3 * len(ratios)) // 4 - (len(ratios) % 4 == 0)]:.2f}x){cells_txt}")
+        ratios = [p["ratio"] for p in pairs]
+        q1, _, q3 = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
+        q2 = statistics.median(ratios)
+        verdict(text, 0.85, q2, f"{q2:.2f}x, median of {len(ratios)} pairs (quartiles "
+                f"{q1:.2f}-{q3:.2f}x){cells_txt}")
     else:
         verdict(text, 0.85, None, "not measured")
     return targets
@@ -715,10 +715,10 @@ def probe_paths(server: RunningServer, paths: list[str]) -> dict[str, str | None
 
 
 def measured_wrk(srv: RunningServer, path: str, conns: int, a: argparse.Namespace,
-                 pin: bool) -> dict:
+                 pin: bool, duration: float | None = None) -> dict:
     """One wrk run plus CPU accounting of the server, wrk and everything else."""
     j0, g0, t0 = cpu_jiffies(), group_cpu_seconds(srv.proc.pid), time.monotonic()
-    res = run_wrk(srv.port, path, conns, a.duration, a.threads, pin)
+    res = run_wrk(srv.port, path, conns, duration or a.duration, a.threads, pin)
     j1, g1, t1 = cpu_jiffies(), group_cpu_seconds(srv.proc.pid), time.monotonic()
     res["server_cpu"] = (g1 - g0) / (t1 - t0)  # 1.0 = one core fully busy
     res["core0_busy"] = cpu_usage(j0, j1, "cpu0")
@@ -737,18 +737,23 @@ def measured_wrk(srv: RunningServer, path: str, conns: int, a: argparse.Namespac
 def paired_runs(srv: "RunningServer", a: argparse.Namespace, rnd: int, pin: bool,
                 pairs: list[dict]) -> None:
     """``a.pairs`` pairs of short wrk runs of /plaintext and /add on one server instance,
-    in ABBA order (so a drift during a pair favours neither path)."""
+    in ABBA order (so a drift during a pair favours neither path). A pair with a failed or
+    contended run (see measured_wrk) is logged and left out of the ratio."""
     for i in range(a.pairs):
         order = (PT, ADD) if i % 2 == 0 else (ADD, PT)
-        got = {}
+        got, why = {}, ""
         for path in order:
-            res = run_wrk(srv.port, path, PAIR_CONNS, PAIR_SECONDS, a.threads, pin)
+            res = measured_wrk(srv, path, PAIR_CONNS, a, pin, duration=PAIR_SECONDS)
             if res["wrk_rc"] != 0 or not res.get("rps") or res["non_2xx"]:
-                log(f"round {rnd}: pair {i + 1}: {path_label(path)} failed; pair dropped")
-                got = None
+                why = f"{path_label(path)} failed"
+            elif res.get("contended"):
+                why = (f"{path_label(path)} contended (other load "
+                       f"{res['foreign_core0']:.0%}/{res['foreign_core1']:.0%})")
+            if why:
                 break
             got[path] = res["rps"]
-        if got is None or not srv.alive():
+        if why or not srv.alive():
+            log(f"round {rnd}: pair {i + 1}: {why or 'server died'}; pair left out")
             continue
         pairs.append({"round": rnd, "pair": i + 1, "plaintext_rps": got[PT],
                       "add_rps": got[ADD], "ratio": got[ADD] / got[PT]})
