@@ -615,9 +615,9 @@ def report(cells: dict, servers: list[str], paths: list[str], conns_list: list[i
             verdict(text, factor, a / b, f"{a / b:.2f}x ({fmt_rps(a)} vs {fmt_rps(b)} req/s)")
     # /add against /plaintext: the median of the paired runs' ratios (see the docstring)
     text = f"{CLOS} add >= 0.85x {CLOS} plaintext (c{PAIR_CONNS}, paired)"
-    a, _ = med(CLOS, ADD, 100)
-    b, _ = med(CLOS, PT, 100)
-    cells_txt = f"; the c100 cells' medians give {a / b:.2f}x" if a and b else ""
+    a, _ = med(CLOS, ADD, PAIR_CONNS)
+    b, _ = med(CLOS, PT, PAIR_CONNS)
+    cells_txt = f"; the c{PAIR_CONNS} cells' medians give {a / b:.2f}x" if a and b else ""
     if pairs:
         ratios = [p["ratio"] for p in pairs]
         q1, _, q3 = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3

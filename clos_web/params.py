@@ -332,6 +332,7 @@ def restrict(restriction: Pattern, value):
 # clearing its own cache (we keep a marker in it) or by pending registrations.
 _methods: dict = {}
 _MARK = object()
+_GENERATION = [object()]  # replaced with the resolved methods; see _query_plan
 
 
 def _parse(kind, raw, bound):
@@ -361,9 +362,6 @@ def _refresh() -> None:
     _methods.clear()
     _GENERATION[0] = object()  # compiled query plans of an older generation are rebuilt
     fn._cache[_MARK] = None
-
-
-_GENERATION = [object()]
 
 
 # --------------------------------------------------------------------------------------------
@@ -715,8 +713,7 @@ def _compile_query_only(route, query_kinds: tuple, keyword_only: frozenset,
     """
 
     def compile_plan(request, conn, values):
-        if parse_param._pending or _MARK not in parse_param._cache:
-            _refresh()
+        _check_methods()
         route.invoke = plan = _query_plan(route, query_kinds, keyword_only, general,
                                           compile_plan)
         return plan(request, conn, values)
@@ -746,17 +743,15 @@ def _query_plan(route, query_kinds: tuple, keyword_only: frozenset, general: Cal
     generic = False
     for i, (name, kind) in enumerate(query_kinds):
         method = _resolve(kind, "", {})
-        if method is _STOCK_STR:
-            parts.append(re.escape(name) + "=([^&%+]*)")
-            converted.append(f"v{i}")
-        elif method is _STOCK_INT:
-            parts.append(re.escape(name) + "=(-?[0-9]{1,100})")
-            converted.append(f"int(v{i})")
-        else:
+        value, expr = "[^&%+]*", f"v{i}"  # any unescaped value, used as is (stock str)
+        if method is _STOCK_INT:
+            value, expr = "-?[0-9]{1,100}", f"int(v{i})"  # what the stock int accepts
+        elif method is not _STOCK_STR:
             generic = True
-            parts.append(re.escape(name) + "=([^&%+]*)")
             env[f"m{i}"], env[f"k{i}"] = method, kind
-            converted.append(f"_convert(m{i}, k{i}, v{i}, bound, {name!r})")
+            expr = f"_convert(m{i}, k{i}, v{i}, bound, {name!r})"
+        parts.append(f"{re.escape(name)}=({value})")
+        converted.append(expr)
     env["fullmatch"] = re.compile("&".join(parts)).fullmatch
     names = [name for name, _ in query_kinds]
     lines = ["def invoke(request, conn, values):",
