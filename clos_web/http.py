@@ -624,6 +624,22 @@ def _headers(value) -> tuple:
     return tuple(_check_header(item) for item in items)
 
 
+def header_block(headers) -> bytes:
+    """``Name: value\\r\\n`` lines for ``(name, value)`` pairs, each name and value checked.
+
+    The one place header fields become bytes: every response kind's head is made of a
+    block from here and :func:`response_head`, so no kind can skip the check. A CR, LF or other
+    control character in a value (a middleware copying user input into a header) raises
+    ``ValueError`` instead of splitting the response.
+
+    >>> header_block([("X-A", "1")])
+    b'X-A: 1\\r\\n'
+    """
+    if not headers:
+        return b""
+    return b"".join(f"{n}: {v}\r\n".encode("latin-1") for n, v in _headers(headers))
+
+
 def _body(value) -> bytes:
     if isinstance(value, str):
         return value.encode("utf-8")
@@ -669,8 +685,8 @@ def status_line(status: int) -> bytes:
     """``b"HTTP/1.1 200 OK\\r\\n"``, cached per status."""
     line = _STATUS_LINES.get(status)
     if line is None:
-        if not 100 <= status <= 999:
-            raise ValueError(f"bad status {status}")
+        if status.__class__ is not int or not 100 <= status <= 999:
+            raise ValueError(f"bad status {status!r}")
         line = f"HTTP/1.1 {status} {STATUS_PHRASES.get(status, 'Unknown')}\r\n".encode()
         _STATUS_LINES[status] = line  # bounded: at most 900 statuses
     return line
@@ -692,22 +708,10 @@ def _has_body(status: int) -> bool:
     return status >= 200 and status != 204 and status != 304
 
 
-def _wire(response: Response) -> bytes:
-    """The header lines after Date, up to Content-Length, cached on the response."""
-    parts = [b"Server: clos_web\r\n"]
-    if response.content_type is not None:
-        parts.append(b"Content-Type: " + response.content_type.encode("latin-1") + b"\r\n")
-    for name, value in response.headers:
-        parts.append(f"{name}: {value}\r\n".encode("latin-1"))
-    if _has_body(response.status):
-        parts.append(b"Content-Length: %d\r\n" % len(response.body))
-    wire = b"".join(parts)
-    object.__setattr__(response, "_wire", wire)
-    return wire
-
-
+_SERVER = b"Server: clos_web\r\n"
 _CLOSE = b"Connection: close\r\n\r\n"
 _KEEP_ALIVE_10 = b"Connection: keep-alive\r\n\r\n"
+_CHUNKED = b"Transfer-Encoding: chunked\r\n"
 
 
 def head_end(keep_alive: bool, http10: bool) -> bytes:
@@ -717,17 +721,67 @@ def head_end(keep_alive: bool, http10: bool) -> bytes:
     return _CLOSE
 
 
+def response_head(status: int, block: bytes = b"", *, length: int | None = None,
+                  chunked: bool = False, keep_alive: bool = True, http10: bool = False) -> bytes:
+    """The one writer of response heads: status line, ``Date``, ``Server``, the header
+    ``block`` (made by :func:`header_block`, which checked it), the framing field and the
+    ``Connection`` field, then the blank line.
+
+    ``length`` is sent as ``Content-Length`` where the status allows a body; ``chunked`` sends
+    ``Transfer-Encoding: chunked``; neither means the body ends when the connection closes (an
+    HTTP/1.0 stream). A 1xx interim response is its status line alone.
+
+    >>> response_head(204, keep_alive=False)[-19:]
+    b'Connection: close\\r\\n\\r\\n'
+    >>> response_head(100)
+    b'HTTP/1.1 100 Continue\\r\\n\\r\\n'
+    """
+    if status < 200:
+        return status_line(status) + b"\r\n"
+    if not _has_body(status):
+        framing = b""
+    elif chunked:
+        framing = _CHUNKED
+    elif length is not None:
+        framing = b"Content-Length: %d\r\n" % length
+    else:
+        framing = b""
+    return b"".join((status_line(status), date_line(), _SERVER, block, framing,
+                     head_end(keep_alive, http10)))
+
+
+_NOSNIFF = header_block([("X-Content-Type-Options", "nosniff")])
+
+
+def _wire(response: Response) -> bytes:
+    """The header block of ``response`` (Content-Type first), cached on the response.
+
+    A text error body (status 400 and up) may echo client input, so it gets
+    ``X-Content-Type-Options: nosniff``: no browser renders it as HTML.
+    """
+    block = header_block(response.headers)
+    ctype = response.content_type
+    if ctype is not None:
+        block = header_block((("Content-Type", ctype),)) + block
+        if response.status >= 400 and ctype.startswith("text/") \
+                and b"\nx-content-type-options:" not in b"\n" + block.lower():
+            block += _NOSNIFF
+    object.__setattr__(response, "_wire", block)
+    return block
+
+
 def encode_response(response: Response, head_only: bool = False, keep_alive: bool = True,
                     http10: bool = False) -> bytes:
-    """Serialise a response to bytes in one join."""
-    wire = response._wire
-    if wire is None:
-        wire = _wire(response)
-    end = head_end(keep_alive, http10)
+    """Serialise a response to bytes: :func:`response_head`, then the body."""
+    block = response._wire
+    if block is None:
+        block = _wire(response)
     status = response.status
+    head = response_head(status, block, length=len(response.body), keep_alive=keep_alive,
+                         http10=http10)
     if head_only or not _has_body(status):
-        return b"".join((status_line(status), date_line(), wire, end))
-    return b"".join((status_line(status), date_line(), wire, end, response.body))
+        return head
+    return head + response.body
 
 
 def json_bytes(value) -> bytes:
@@ -740,4 +794,5 @@ __all__ = [
     "PayloadTooLarge", "URITooLong", "HeaderFieldsTooLarge", "NotImplementedCoding",
     "VersionNotSupported", "Limits", "Request", "Buffer", "Response", "parse", "parse_params",
     "encode_response", "status_line", "date_line", "json_bytes", "STATUS_PHRASES",
+    "header_block", "response_head",
 ]

@@ -28,7 +28,7 @@ import attrs
 from ._generic import dispatcher
 from .http import (
     Buffer, HTTPError, Limits, Request, RequestTimeout, Response, _parse_buffer,
-    encode_response, json_bytes, status_line, date_line,
+    encode_response, json_bytes, response_head,
 )
 
 log = logging.getLogger("clos_web")
@@ -552,7 +552,7 @@ class Server:
                     self.set_deadline(conn, self.now + limits.body_timeout)
                 if buf.continue_needed:
                     buf.continue_needed = False
-                    self.enqueue(conn, b"HTTP/1.1 100 Continue\r\n\r\n")
+                    self.enqueue(conn, response_head(100))
                 break
             conn.request = request
             conn.keep_alive = request.keep_alive and not self.stopping
@@ -890,17 +890,42 @@ def handle_request(conn: Connection, request: Request):
 def answer(conn: Connection, request: Request, result) -> None:
     """Write ``result`` (a handler's return value, or the exception it raised) as the response
     to ``request`` on ``conn``: ``write`` for values, ``error_response`` for exceptions (an
-    exception instance is answered as if raised, so a worker thread can hand one back)."""
+    exception instance is answered as if raised, so a worker thread can hand one back).
+
+    A ``write`` or ``error_response`` method that fails (a header refused by the head writer,
+    a bug) leaves nothing half-written: what it queued is taken back and a plain 500 goes out.
+    """
+    mark, queued = len(conn.out), conn.out_bytes
     try:
-        if isinstance(result, BaseException):
-            raise result
-        write(result, conn)
-    except HTTPError as err:
-        error_response(err, conn)
+        try:
+            if isinstance(result, BaseException):
+                raise result
+            write(result, conn)
+        except HTTPError as err:
+            _take_back(conn, mark, queued)
+            error_response(err, conn)
     except Exception as exc:
         log.error("handler failed for %s %s\n%s", request.method, request.target,
                   "".join(traceback.format_exception(exc)))
-        error_response(_internal_error(exc, conn.server.debug), conn)
+        _take_back(conn, mark, queued)
+        try:
+            error_response(_internal_error(exc, conn.server.debug), conn)
+        except Exception:
+            log.exception("error_response failed")
+            _take_back(conn, mark, queued)
+            conn.keep_alive = False
+            conn.server.enqueue(conn, response_head(500, length=0, keep_alive=False))
+
+
+def _take_back(conn: Connection, mark: int, queued: int) -> None:
+    """Drop what was queued on ``conn`` after ``mark`` items (a response that failed midway)."""
+    out = conn.out
+    if len(out) > mark and conn.out_bytes >= queued:
+        for item in out[mark:]:
+            if item.__class__ is FileSegment:
+                item.close()
+        del out[mark:]
+        conn.out_bytes = queued
 
 
 class _Deferred:

@@ -39,7 +39,9 @@ import attrs
 
 from . import sse
 from ._generic import dispatcher
-from .http import HTTPError, Request, Response, date_line, json_bytes, parse_params, status_line
+from .http import (
+    HTTPError, Request, Response, header_block, json_bytes, parse_params, response_head,
+)
 from .http import _headers as _check_headers
 from .loop import STREAM as _STREAM, Connection, close_stream, send_response, shutdown_stream, write
 from .responses import with_headers
@@ -719,8 +721,8 @@ def request_last_id(request: Request | None) -> str | None:
     return None
 
 
-_SSE_HEAD = (b"Server: clos_web\r\nContent-Type: text/event-stream\r\n"
-             b"Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\n")
+_SSE_FIELDS = header_block([("Content-Type", "text/event-stream"),
+                            ("Cache-Control", "no-cache"), ("X-Accel-Buffering", "no")])
 _FIRST = sse.comment("ok")
 
 
@@ -730,10 +732,9 @@ def write(obj: EventStream, conn: Connection):
     server = conn.server
     registry = obj.registry if obj.registry is not None else channels
     http10 = request is not None and request.version == "HTTP/1.0"
-    extra = b"".join(f"{n}: {v}\r\n".encode("latin-1") for n, v in obj.headers)
-    head = b"".join((status_line(200), date_line(), _SSE_HEAD, extra,
-                     b"Connection: close\r\n\r\n" if http10
-                     else b"Transfer-Encoding: chunked\r\n\r\n"))
+    # HTTP/1.1: chunked; HTTP/1.0: the stream ends when the connection closes
+    head = response_head(200, _SSE_FIELDS + header_block(obj.headers), chunked=not http10,
+                         keep_alive=not http10, http10=http10)
     if request is not None and request.method == "HEAD":
         server.enqueue(conn, head)
         return

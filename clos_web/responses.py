@@ -13,7 +13,7 @@ import enum
 import attrs
 
 from ._generic import dispatcher
-from .http import Response, date_line, head_end, json_bytes, status_line
+from .http import Response, date_line, head_end, header_block, json_bytes, response_head
 from .loop import Connection, send_response, write
 
 
@@ -108,8 +108,10 @@ class PlainText(str):
     __slots__ = ()
 
 
-_TEXT_HEAD = b"Server: clos_web\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: "
-_text_head = [b"", b""]  # [the Date line it was made with, status + Date + _TEXT_HEAD]
+# PlainText's head up to its length, made by the one head writer once a second (a new Date):
+# response_head for a 200 with this Content-Type (checked once, here), less its final CRLF.
+_TEXT_TYPE = header_block([("Content-Type", "text/plain; charset=utf-8")])
+_text_head = [b"", b""]  # [the Date line it was made with, the head up to "Content-Length: "]
 
 
 @write.dispatch
@@ -117,7 +119,7 @@ def write(obj: PlainText, conn: Connection):
     body = obj.encode("utf-8")
     date = date_line()
     if _text_head[0] is not date:  # a new second (were it the same Date, only slower)
-        _text_head[:] = date, status_line(200) + date + _TEXT_HEAD
+        _text_head[:] = date, response_head(200, _TEXT_TYPE)[:-2] + b"Content-Length: "
     request = conn.request
     http10 = request is not None and request.version == "HTTP/1.0"
     length = len(body)

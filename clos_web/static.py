@@ -23,7 +23,7 @@ import stat
 
 import attrs
 
-from .http import NotFound, Request, Response, date_line, head_end, status_line
+from .http import NotFound, Request, Response, header_block, response_head
 from .loop import Connection, FileSegment, write
 from .responses import as_response, with_headers
 
@@ -42,24 +42,27 @@ class FileResponse:
     headers: tuple = ()
 
 
-def _head(obj, conn: Connection) -> tuple[list, bool]:
-    """The response head for ``obj`` (status, headers, count) as parts, and HEAD-ness."""
+def _head(obj, conn: Connection) -> tuple[bytes, bool]:
+    """The response head for ``obj`` (status, headers, count) and HEAD-ness. The headers go
+    through :func:`header_block` like every response's: one added by a middleware from user
+    input cannot split the response."""
     request = conn.request
     head_only = request is not None and request.method == "HEAD"
     http10 = request is not None and request.version == "HTTP/1.0"
-    parts = [status_line(obj.status), date_line(), b"Server: clos_web\r\n"]
-    for name, value in obj.headers:
-        parts.append(f"{name}: {value}\r\n".encode("latin-1"))
-    parts.append(b"Content-Length: %d\r\n" % obj.count)
-    parts.append(head_end(conn.keep_alive, http10))
-    return parts, head_only
+    head = response_head(obj.status, header_block(obj.headers), length=obj.count,
+                         keep_alive=conn.keep_alive, http10=http10)
+    return head, head_only
 
 
 @write.dispatch
 def write(obj: FileResponse, conn: Connection):
-    parts, head_only = _head(obj, conn)
+    try:
+        head, head_only = _head(obj, conn)
+    except BaseException:
+        obj.file.close()  # a refused header: nothing is sent, the file is not leaked
+        raise
     server = conn.server
-    server.enqueue(conn, b"".join(parts))
+    server.enqueue(conn, head)
     if head_only or obj.count == 0:
         obj.file.close()
     else:
@@ -226,10 +229,8 @@ class _InlineFile:
 
 @write.dispatch
 def write(obj: _InlineFile, conn: Connection):
-    parts, head_only = _head(obj, conn)
-    if not head_only:
-        parts.append(obj.data)
-    conn.server.enqueue(conn, b"".join(parts))
+    head, head_only = _head(obj, conn)
+    conn.server.enqueue(conn, head if head_only else head + obj.data)
 
 
 @as_response.dispatch
