@@ -114,7 +114,7 @@ def _byte_range(header: str, size: int):
         if last == "":
             return None
         n = int(last)
-        if n == 0:
+        if n == 0 or size == 0:  # nothing to send: "bytes 0--1/0" is no Content-Range
             return "unsatisfiable"
         return (max(0, size - n), size - 1)
     start = int(first)
@@ -149,16 +149,26 @@ class StaticFiles:
         real = os.path.realpath(os.path.join(self.directory, *segs))
         if not real.startswith(self.directory + os.sep):
             raise NotFound(reason="no such file")
+        # the dot-file rule holds for what a symlink inside the root points at, too
+        if any(part[:1] == "." for part in real[len(self.directory) + 1:].split(os.sep)):
+            raise NotFound(reason="no such file")
         return real
 
     def respond(self, path: str, request: Request):
         """The response for ``path`` (relative, ``/``-separated, decoded): a Response or a
-        :class:`FileResponse`; raises 404."""
+        :class:`FileResponse`; raises 404.
+
+        Only regular files are served. Anything else (a FIFO, a device, a socket) is refused
+        before it is opened, and the file is opened with ``O_NONBLOCK``, so that even one
+        swapped in between cannot block the loop at ``open``."""
         real = self._resolve(path)
         try:
-            f = open(real, "rb")
+            if not stat.S_ISREG(os.stat(real).st_mode):
+                raise NotFound(reason="no such file")
+            fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
         except OSError:
             raise NotFound(reason="no such file") from None
+        f = os.fdopen(fd, "rb")
         try:
             st = os.fstat(f.fileno())
             if not stat.S_ISREG(st.st_mode):
