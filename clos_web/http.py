@@ -157,6 +157,7 @@ _TOKEN = re.compile(token)
 _CHUNK_HEADER = re.compile(chunk_header)
 _DIGITS = re.compile(r"[0-9]{1,18}")
 _FIELD_VALUE = re.compile(rf"{field_value}")
+_METHOD_PREFIX = re.compile(rb"[-!#$%&'*+.^_`|~0-9A-Za-z]{0,64}")
 
 # --------------------------------------------------------------------------------------------
 # Data
@@ -223,9 +224,12 @@ class Buffer:
     # chunked state: "size", "data", "crlf", "trailer"
     _chunk_state: str = "size"
     _chunk_left: int = 0
-    _chunks: list = attrs.field(factory=list)
-    _body_len: int = 0
-    _trailer_bytes: int = 0
+    # the body so far: one bytearray, so a chunk costs its data and nothing more
+    _body: bytearray = attrs.field(factory=bytearray)
+    # framing bytes read so far (size lines, extensions, CRLFs, trailer fields), see
+    # _read_chunked: bounded, so 1-byte chunks cannot make a body cost 6x its limit in CPU
+    _framing: int = 0
+    _trailer: int = 0  # trailer field bytes so far (bounded by max_header_bytes)
 
 
 # --------------------------------------------------------------------------------------------
@@ -416,9 +420,9 @@ def _framing(buf: Buffer, request: Request, fields: list) -> None:
             raise BadRequest(reason=f"bad Transfer-Encoding: {te}")
         request.chunked = True
         buf._chunk_state = "size"
-        buf._chunks = []
-        buf._body_len = 0
-        buf._trailer_bytes = 0
+        buf._body = bytearray()
+        buf._framing = 0
+        buf._trailer = 0
     elif lengths:
         values = {v.strip(" \t") for item in lengths for v in item.split(",")}
         if len(values) != 1:
@@ -451,6 +455,13 @@ def _check_incomplete_head(buf: Buffer) -> None:
         del data[:i]
         buf.scanned = 0
     n = len(data)
+    # The first bytes show what cannot be HTTP (a TLS ClientHello starts 0x16 0x03): refuse it
+    # now, as nginx does, not when the header deadline passes. A request starts with a method
+    # (a token) and a space; only the first 64 bytes are looked at.
+    m = _METHOD_PREFIX.match(data)
+    end = m.end()
+    if end < n and (end == 0 or data[end] != 0x20) and data != b"\r":  # (half an empty line)
+        raise BadRequest(reason="not an HTTP request")
     line_end = data.find(b"\r\n", 0, limits.max_request_line + 2)
     if line_end < 0:
         if n > limits.max_request_line + 2:
@@ -536,12 +547,23 @@ def _field_problem(block: str) -> str:
 
 
 _MAX_CHUNK_LINE = 4096  # a chunk-size line with its extensions, without CRLF
+# What chunk framing may add to a body beyond its data: size lines, extensions, CRLFs and
+# trailer fields together. A sane client spends ~10 bytes per chunk of kilobytes; 1-byte chunks
+# spend 5 per byte. Past this allowance (or past the body limit, if larger) the answer is 413.
+_FRAMING_ALLOWANCE = 64 * 1024
 
 
 def _read_chunked(buf: Buffer, request: Request) -> bool:
-    """Decode as much of a chunked body as has arrived; True when the message is complete."""
+    """Decode as much of a chunked body as has arrived; True when the message is complete.
+
+    The data goes into one bytearray (no object per chunk); the framing is counted, not kept,
+    and bounded by ``max(body limit, _FRAMING_ALLOWANCE)``, so a body of 1-byte chunks costs
+    its data in memory and a bounded amount of work.
+    """
     data = buf.data
     limit = buf._max_body
+    body = buf._body
+    framing_cap = max(limit, _FRAMING_ALLOWANCE)
     while True:
         state = buf._chunk_state
         if state == "size":
@@ -556,10 +578,13 @@ def _read_chunked(buf: Buffer, request: Request) -> bool:
                 raise BadRequest(reason="bad chunk header")
             size = int(m.group(1), 16)
             del data[: eol + 2]
+            buf._framing += eol + 4  # the size line and the CRLF after the data
+            if buf._framing > framing_cap:
+                raise PayloadTooLarge(reason="chunk framing too large (chunks too small)")
             if size == 0:
                 buf._chunk_state = "trailer"
                 continue
-            if buf._body_len + size > limit:
+            if len(body) + size > limit:
                 raise PayloadTooLarge(reason=f"body over {limit} bytes")
             buf._chunk_left = size
             buf._chunk_state = "data"
@@ -567,9 +592,8 @@ def _read_chunked(buf: Buffer, request: Request) -> bool:
             if not data:
                 return False
             take = min(buf._chunk_left, len(data))
-            buf._chunks.append(bytes(data[:take]))
+            body += data[:take] if take < len(data) else data
             del data[:take]
-            buf._body_len += take
             buf._chunk_left -= take
             if buf._chunk_left:
                 return False
@@ -582,21 +606,25 @@ def _read_chunked(buf: Buffer, request: Request) -> bool:
             del data[:2]
             buf._chunk_state = "size"
         else:  # trailer section: field lines until an empty line; accepted and ignored
-            eol = data.find(b"\r\n")
+            # (buf.scanned remembers how far a line end was searched for: byte-at-a-time
+            # trailers cost O(n), not O(n^2))
+            eol = data.find(b"\r\n", buf.scanned)
             if eol < 0:
-                if len(data) > buf.limits.max_header_bytes:
+                if buf._trailer + len(data) > buf.limits.max_header_bytes:
                     raise HeaderFieldsTooLarge(reason="trailer fields too large")
+                buf.scanned = max(0, len(data) - 1)
                 return False
+            buf.scanned = 0
             if eol == 0:
                 del data[:2]
-                request.body = b"".join(buf._chunks)
-                buf._chunks = []
+                request.body = bytes(body)
+                buf._body = bytearray()
                 return True
             line = data[: eol + 2].decode("latin-1")
             if not _FIELD_LINE.fullmatch(line):
                 raise BadRequest(reason="bad trailer field")
-            buf._trailer_bytes += eol + 2
-            if buf._trailer_bytes > buf.limits.max_header_bytes:
+            buf._trailer += eol + 2
+            if buf._trailer > buf.limits.max_header_bytes:
                 raise HeaderFieldsTooLarge(reason="trailer fields too large")
             del data[: eol + 2]
 
