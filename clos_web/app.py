@@ -59,10 +59,15 @@ class App:
     # -- declaring ---------------------------------------------------------------------------
 
     def route(self, method: str, path: str, *, max_body: int | None = None,
-              blocking: bool = False):
+              blocking: bool = False, guard: Callable | None = None):
         """Decorator registering ``fn`` for ``method`` and ``path`` (a pattern: ``{var}``,
         ``{*rest}``). ``max_body`` raises this route's body limit; ``blocking=True`` runs the
         handler on the worker pool.
+
+        ``guard(request)`` is a check that needs only the request's head (method, path,
+        headers, cookies): it raises an :class:`~clos_web.http.HTTPError` (401, 403...) to
+        refuse. It runs before the handler's parameters are bound, and for a client that sends
+        ``Expect: 100-continue`` before the body is even uploaded.
 
         >>> app = App()
         >>> @app.route("PUT", "/card/{card_id}")
@@ -72,7 +77,8 @@ class App:
         method = method.upper()
 
         def register(fn: Callable) -> Callable:
-            route = Route(method, path, fn, max_body=max_body, blocking=blocking, app=self)
+            route = Route(method, path, fn, max_body=max_body, blocking=blocking, app=self,
+                          guard=guard)
             route.var_names = tuple(split_pattern(path)[1])
             route.invoke = compile_handler(fn, route, self)
             route.wants_request = wants_request(fn)
@@ -132,11 +138,22 @@ class App:
         return self.router.lookup(request.method, request.path).route
 
     def body_limit(self, request: Request, default: int) -> int:
-        """The body limit for ``request``: its route's ``max_body`` or the server's default."""
+        """The body limit for ``request``: its route's ``max_body`` or the server's default.
+
+        The server asks once a head announcing a body is parsed, before the body is read. A
+        client that waits for ``100 Continue`` (``Expect: 100-continue``) before it uploads is
+        refused here, from the head alone, when the answer cannot be a success: no route (404),
+        another method (405), or the route's ``guard`` refuses (401, 403...). It then gets that
+        answer instead of ``100 Continue``, and uploads nothing.
+        """
         try:
             route = self.router.lookup(request.method, request.path).route
         except HTTPError:
+            if request.expect_continue and request.method != "OPTIONS":
+                raise
             return default
+        if request.expect_continue and route.guard is not None:
+            route.guard(request)
         return default if route.max_body is None else route.max_body
 
     def handle(self, request: Request, conn=None):
@@ -146,7 +163,7 @@ class App:
             methods = self.router.exact.get(request.path)
             if methods is not None:
                 route = methods.get(request.method)
-                if route is not None and not route.blocking:
+                if route is not None and not route.blocking and route.guard is None:
                     return route.invoke(request, conn, ())
         return self._handle(request, conn)
 
@@ -169,7 +186,15 @@ class App:
         for mounted in match.mounts:
             if mounted.middleware:
                 layers = layers + mounted.middleware
-        call = _chain(layers, lambda r: route.invoke(r, conn, values))
+        guard = route.guard
+        if guard is None:
+            call = _chain(layers, lambda r: route.invoke(r, conn, values))
+        else:
+            def guarded(r):
+                guard(r)
+                return route.invoke(r, conn, values)
+
+            call = _chain(layers, guarded)
         if route.blocking and conn is not None:
             return self.workers.submit(conn, request, lambda: call(request))
         return call(request)

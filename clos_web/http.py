@@ -211,7 +211,10 @@ class Buffer:
 
     ``data`` holds only unparsed bytes. ``pending`` is a request whose head is parsed and whose
     body is still arriving; ``continue_needed`` tells the connection to send ``100 Continue``.
-    ``body_limit`` may be set to a function ``Request -> int`` deciding the body limit per route.
+    ``body_limit`` may be set to a function ``Request -> int`` deciding the body limit per route,
+    called once the head of a request with a body is parsed, before any of the body is read; it
+    may raise an :class:`HTTPError` to refuse the request from its head (the error then carries
+    the request as ``err.request``).
     """
 
     limits: Limits = attrs.field(factory=Limits)
@@ -435,13 +438,20 @@ def _framing(buf: Buffer, request: Request, fields: list) -> None:
         request.content_length = int(value)
     if not (request.chunked or request.content_length):
         return
-    limit = buf.body_limit(request) if buf.body_limit is not None else buf.limits.max_body
-    buf._max_body = limit
-    if request.content_length is not None and request.content_length > limit:
-        raise PayloadTooLarge(reason=f"body over {limit} bytes")
     expect = request.headers.get("expect")
     if expect is not None and request.version == "HTTP/1.1" and expect.lower() == "100-continue":
         request.expect_continue = True
+    if buf.body_limit is None:
+        limit = buf.limits.max_body
+    else:
+        try:
+            limit = buf.body_limit(request)
+        except HTTPError as err:
+            err.request = request  # refused from its head alone: the answer may depend on it
+            raise
+    buf._max_body = limit
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(reason=f"body over {limit} bytes")
 
 
 def _check_incomplete_head(buf: Buffer) -> None:

@@ -536,8 +536,10 @@ class Server:
                 request = _parse_buffer(buf)
             except HTTPError as err:
                 conn.keep_alive = False
-                conn.request = None
+                # a request refused from its head (its body unread) is answered as itself
+                conn.request = getattr(err, "request", None)
                 error_response(err, conn)
+                conn.request = None
                 conn.close_after = True  # after a framing error the stream cannot be trusted
                 conn.state = LINGER
                 self.set_deadline(conn, self.now + limits.keepalive_timeout)

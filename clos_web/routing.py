@@ -46,6 +46,7 @@ class Route:
     ``var_names`` are the pattern's variable names in order (filled by :class:`Router`);
     ``invoke(request, conn, values)`` is the compiled call (binding parameters, then the
     handler), set by :class:`~clos_web.app.App`. ``app`` is the app owning the route.
+    ``guard(request)``, if set, refuses a request from its head alone (see ``App.route``).
 
     >>> Route("GET", "/hello", handler=lambda: "hi").path
     '/hello'
@@ -60,6 +61,7 @@ class Route:
     app: Any = None
     var_names: tuple = ()
     invoke: Callable | None = None
+    guard: Callable | None = None
 
 
 @attrs.define(slots=True, eq=False)

@@ -109,3 +109,58 @@ def test_chunk_framing_beyond_its_allowance_is_413(serve):
     wire = b"7530\r\n" + b"x" * 30_000 + b"\r\n0\r\n\r\n"
     status, _, body = _post_chunked(server, wire)
     assert (status, len(body)) == (200, 30_000)
+
+
+@pytest.fixture
+def guarded(serve):
+    from clos_web import HTTPError
+
+    app = App()
+
+    def logged_in(request):
+        if request.headers.get("authorization") != "Bearer good":
+            raise HTTPError(401, "log in first", headers=[("WWW-Authenticate", "Bearer")])
+
+    @app.post("/upload", guard=logged_in)
+    def upload(request):
+        return Response(b"got %d" % len(request.body))
+
+    @app.get("/only-get")
+    def only_get():
+        return "hi"
+
+    return serve(app)
+
+
+@pytest.mark.parametrize("target, auth, status", [
+    ("/nowhere", "good", 404),
+    ("/only-get", "good", 405),
+    ("/upload", "bad", 401),
+])
+def test_expect_100_continue_on_a_refused_request_gets_the_refusal_not_continue(
+        guarded, target, auth, status):
+    with connect(guarded, timeout=3) as sock:
+        sock.sendall(f"POST {target} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {auth}\r\n"
+                     "Content-Length: 1000000\r\nExpect: 100-continue\r\n\r\n".encode())
+        reader = Reader(sock)
+        got, headers, _ = reader.read_response()
+        assert got == status  # not 100: the client uploads nothing
+        assert headers["connection"] == "close"
+        assert reader.closed()
+
+
+def test_expect_100_continue_on_an_accepted_request_still_gets_continue(guarded):
+    with connect(guarded, timeout=3) as sock:
+        sock.sendall(b"POST /upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer good\r\n"
+                     b"Content-Length: 4\r\nExpect: 100-continue\r\n\r\n")
+        reader = Reader(sock)
+        assert reader.read_response()[0] == 100
+        sock.sendall(b"body")
+        assert reader.read_response()[::2] == (200, b"got 4")
+
+
+def test_a_guard_refuses_requests_without_expect_too(guarded):
+    with connect(guarded, timeout=3) as sock:
+        sock.sendall(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nbody")
+        status, headers, _ = Reader(sock).read_response()
+        assert status == 401 and headers["www-authenticate"] == "Bearer"
