@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 from .app import App, Route, default_app
 from .cookies import cookie_header, cookies, delete_cookie, parse_cookies, set_cookie
 from .middleware import cors, logging_middleware
@@ -35,15 +37,14 @@ def start(app, port: int = 0, host: str = "127.0.0.1", *, background: bool = Tru
     if background:
         return server.start()
     server.bind()
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
+    server.serve_forever(stop_on_signals=threading.current_thread() is threading.main_thread())
     return server
 
 
 def serve(app, port: int = 8080, host: str = "127.0.0.1", **kw) -> Server:
-    """Serve ``app`` on this thread until Ctrl-C (or ``server.stop``)."""
+    """Serve ``app`` on this thread until Ctrl-C, SIGTERM or ``server.stop``. On the main
+    thread the signals stop it gracefully: requests in flight finish, streams end cleanly;
+    a second signal closes what is left at once."""
     return start(app, port, host, background=False, **kw)
 
 

@@ -176,6 +176,9 @@ class Limits:
     output_cap: int = 1024 * 1024
     max_connections: int | None = None  # None: just below the process's descriptor limit
     linger_timeout: float = 2.0
+    # connections at once from one client address (None: no cap). Off by default: many users
+    # may share an address (NAT, a proxy); turn it on where each client has its own.
+    max_connections_per_client: int | None = None
 
 
 @attrs.define(slots=True, eq=True)

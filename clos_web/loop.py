@@ -16,6 +16,7 @@ import logging
 import os
 import resource
 import selectors
+import signal
 import socket
 import threading
 import time
@@ -28,7 +29,7 @@ import attrs
 from ._generic import dispatcher
 from .http import (
     Buffer, HTTPError, Limits, Request, RequestTimeout, Response, _parse_buffer,
-    encode_response, json_bytes, response_head,
+    encode_response, header_block, json_bytes, response_head,
 )
 
 log = logging.getLogger("clos_web")
@@ -222,6 +223,7 @@ class Server:
     _sweepers: list = attrs.field(factory=list)
     _accept_retry: bool = False
     _ident: int | None = None
+    _clients: dict = attrs.field(factory=dict)  # host -> open connections (per-client cap)
 
     # -- set-up ------------------------------------------------------------------------------
 
@@ -266,18 +268,47 @@ class Server:
         self.thread.start()
         return self
 
-    def serve_forever(self) -> None:
-        """Run the loop on this thread until :meth:`stop`."""
+    def serve_forever(self, stop_on_signals: bool = False, stop_timeout: float = 5.0) -> None:
+        """Run the loop on this thread until :meth:`stop`.
+
+        With ``stop_on_signals`` (the main thread only; :func:`~clos_web.serve` sets it),
+        SIGINT (Ctrl-C) and SIGTERM stop the server gracefully, as :meth:`stop` does: no more
+        accepts, requests in flight finish (up to ``stop_timeout`` seconds), every stream ends
+        cleanly (its last chunk, so a client sees a complete response and reconnects); a
+        second signal closes what is left at once.
+        """
         self.bind()
         self._ident = threading.get_ident()
         if self.freeze_gc:
             _freeze_gc()
             self.add_sweeper(_GcSweeper(self.gc_full_every))
+        restore = self._catch_signals(stop_timeout) if stop_on_signals else {}
         try:
             self._run()
         finally:
+            for signum, handler in restore.items():
+                signal.signal(signum, handler)
             self._teardown()
             self.stopped.set()
+
+    def _catch_signals(self, timeout: float) -> dict:
+        """Install SIGINT/SIGTERM handlers that stop gracefully; return the old handlers."""
+
+        def on_signal(signum, frame):
+            if self.stopping:
+                self._stop_deadline = 0.0  # the second signal: close what is left now
+            else:
+                log.info("%s: stopping (again to close at once)", signal.Signals(signum).name)
+                self._callbacks.append((self._begin_stop, (timeout,)))
+            try:
+                self.waker.wsock.send(b"\0")
+            except OSError:
+                pass
+
+        old = {}
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            old[signum] = signal.signal(signum, on_signal)
+        return old
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop accepting, finish in-flight requests (up to ``timeout`` s), close everything."""
@@ -464,6 +495,7 @@ class Server:
         sock = self.listener.sock
         conns = self.conns
         limits = self.limits
+        per_client = limits.max_connections_per_client
         for _ in range(256):
             if len(conns) >= self.max_connections:
                 self._pause_accepting()  # resumed when a connection closes
@@ -483,6 +515,9 @@ class Server:
                 if exc.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EPERM):
                     continue
                 raise
+            if per_client is not None and not self._count_client(addr, per_client):
+                _refuse(csock)
+                continue
             csock.setblocking(False)
             try:
                 csock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -494,6 +529,23 @@ class Server:
             conns.add(conn)
             self.selector.register(csock, EVENT_READ, conn)
             self.set_deadline(conn, self.now + limits.header_timeout)
+
+    def _count_client(self, addr, cap: int) -> bool:
+        """Count a new connection from ``addr``'s host; False (not counted) at the cap."""
+        host = addr[0] if isinstance(addr, tuple) else addr
+        n = self._clients.get(host, 0)
+        if n >= cap:
+            return False
+        self._clients[host] = n + 1
+        return True
+
+    def _uncount_client(self, addr) -> None:
+        host = addr[0] if isinstance(addr, tuple) else addr
+        n = self._clients.get(host, 0) - 1
+        if n > 0:
+            self._clients[host] = n
+        else:
+            self._clients.pop(host, None)
 
     def _body_limit(self, request: Request) -> int:
         fn = getattr(self.app, "body_limit", None)
@@ -735,7 +787,10 @@ class Server:
         conn.out.clear()
         conn.out_bytes = 0
         conn.buf.data = bytearray()
-        self.conns.discard(conn)
+        if conn in self.conns:
+            self.conns.discard(conn)
+            if self.limits.max_connections_per_client is not None:
+                self._uncount_client(conn.addr)
         if not self.accepting and not self._accept_retry and not self.stopping:
             self._resume_accepting()
 
@@ -777,6 +832,23 @@ class Server:
         conn.keep_alive = False
         conn.close_after = True
         self.flush(conn)
+
+
+def _refuse(sock: socket.socket) -> None:
+    """Answer a connection over its client's cap with a short 503 and close it (never blocks:
+    the answer fits in a new socket's buffer, or is dropped)."""
+    try:
+        sock.setblocking(False)
+        sock.send(response_head(503, _TOO_MANY_FIELDS, length=len(_TOO_MANY_BODY),
+                                keep_alive=False) + _TOO_MANY_BODY)
+    except OSError:
+        pass
+    sock.close()
+
+
+_TOO_MANY_BODY = b"503 too many connections from your address\n"
+_TOO_MANY_FIELDS = header_block([("Content-Type", "text/plain; charset=utf-8"),
+                                 ("Retry-After", "1")])
 
 
 def _freeze_gc() -> None:
