@@ -168,9 +168,6 @@ def csrf_guard(trusted_origins: Iterable[str] = (), *, allow_same_site: bool = F
     passing_sites = frozenset(("same-origin", "none", "same-site") if allow_same_site
                               else ("same-origin", "none"))
 
-    def refuse(reason: str):
-        raise HTTPError(403, reason)
-
     def csrf_middleware(request: Request, call_next: Callable):
         if request.method in _SAFE_METHODS:
             return call_next(request)
@@ -184,14 +181,16 @@ def csrf_guard(trusted_origins: Iterable[str] = (), *, allow_same_site: bool = F
             if site.strip().lower() in passing_sites or (
                     origin is not None and origin.lower() in trusted):
                 return call_next(request)
-            refuse("cross-site request refused: this site does not accept it from another "
-                   "site (Sec-Fetch-Site)")
+            raise HTTPError(403, "cross-site request refused: this site does not accept it "
+                                 "from another site (Sec-Fetch-Site)")
         if origin is None:
             return call_next(request)
         host = headers.get("host")
-        if host is not None and host.lower() == _origin_host(origin) or origin.lower() in trusted:
+        if (host is not None and host.lower() == _origin_host(origin)) or (
+                origin.lower() in trusted):
             return call_next(request)
-        refuse("cross-origin request refused: its Origin is neither this site nor trusted")
+        raise HTTPError(403, "cross-origin request refused: its Origin is neither this site "
+                             "nor trusted")
 
     return csrf_middleware
 
