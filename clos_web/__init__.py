@@ -6,7 +6,7 @@ import threading
 
 from .app import App, Route, default_app
 from .cookies import cookie_header, cookies, delete_cookie, parse_cookies, set_cookie
-from .middleware import cors, logging_middleware
+from .middleware import cors, csrf_guard, logging_middleware
 from .params import Length, ParamError, Pattern, Range, UploadedFile, parse_param, restrict
 from .responses import PlainText, as_response, redirect, with_headers
 from .sessions import MemorySessions, Session, SignedCookieSessions
@@ -58,7 +58,7 @@ __all__ = [
     "default_app", "parse_param", "restrict", "Range", "Length", "Pattern", "UploadedFile",
     "ParamError", "PlainText", "redirect", "as_response", "with_headers", "cookies", "parse_cookies",
     "cookie_header", "set_cookie", "delete_cookie", "Session", "MemorySessions",
-    "SignedCookieSessions", "StaticFiles", "WorkerPool", "cors", "logging_middleware",
+    "SignedCookieSessions", "StaticFiles", "WorkerPool", "cors", "csrf_guard", "logging_middleware",
     "Channel", "Channels", "Event", "EventStream", "LongPoll", "Message", "channel", "channels",
     "encode_event", "end_stream", "publish", "subscribe", "unsubscribe",
 ]

@@ -219,3 +219,86 @@ def test_the_game_caps_open_tables_and_closes_idle_ones():
     assert game.open("three", 2, standard_deck()).name == "three"
     assert refused(404, game.table, first.id)
     assert sorted(s["name"] for s in game.summaries()) == ["three", "two"]
+
+
+def test_a_player_may_open_only_a_few_tables():
+    game = Game(max_tables_per_player=2)
+    first = game.open("one", 2, standard_deck(), opener=ADA)
+    game.open("two", 2, standard_deck(), opener=ADA)
+    assert refused(429, game.open, "three", 2, standard_deck(), ADA) == \
+        "you have 2 open tables: close one before opening another (a table closes when its " \
+        "last player leaves)"
+    game.open("Bob's", 2, standard_deck(), opener=BOB)
+    game.close(first)
+    assert game.open("three", 2, standard_deck(), opener=ADA).opener == ADA.id
+
+
+def test_cards_get_fresh_random_ids_entering_and_leaving_a_hand():
+    table = new_table()
+    table.join(ADA, 1)
+    deck = deck_of(table)
+    ids = [c.id for c in deck.cards]
+    assert sum(1 for a, b in zip(sorted(ids), sorted(ids)[1:]) if b - a == 1) < 3  # no counter
+    card = deck.cards[-1]
+    on_felt = card.id
+    table.draw(ADA, deck)
+    in_hand = card.id
+    table.play(ADA, card, 0.3, 0.3, False)
+    back = card.id
+    assert len({on_felt, in_hand, back}) == 3
+    for _ in range(3):
+        table.draw(ADA, deck)
+    held = {c.id for c in table.seats[0].hand}
+    table.leave(ADA)
+    (pile,) = [s for s in table.stacks.values() if s is not deck and len(s.cards) == 3]
+    assert not held & {c.id for c in pile.cards}
+    every = [c.id for c in table.cards()]
+    assert len(every) == len(set(every)) == 52 and all(0 < i < 2 ** 53 for i in every)
+
+
+def _view(table: Table) -> str:
+    hands = [[c.private() for c in s.hand] for s in table.seats]
+    return json.dumps([table.public(), hands, [(c.id, c.up) for c in table.cards()],
+                       table.next_id, table.top_z], sort_keys=True)
+
+
+def test_a_memento_undoes_every_kind_of_move():
+    table = new_table(3)
+    table.join(ADA, 1)
+    table.join(BOB, 2)
+    deck = deck_of(table)
+    for _ in range(3):
+        table.draw(ADA, deck)
+    side = table.move(BOB, deck, 0.2, 0.2, top_only=True).stacks[1]
+    moves = [
+        lambda: table.draw(ADA, deck),
+        lambda: table.play(ADA, table.seats[0].hand[0], 0.7, 0.7, True),
+        lambda: table.play(ADA, table.seats[0].hand[0], 0, 0, False, onto=side),
+        lambda: table.move(BOB, deck, 0.9, 0.1),
+        lambda: table.move(BOB, deck, 0.9, 0.1, top_only=True),
+        lambda: table.move(BOB, side, 0, 0, onto=deck),
+        lambda: table.move(BOB, deck, 0, 0, onto=side),
+        lambda: table.flip(BOB, deck),
+        lambda: table.flip(BOB, deck, whole=True),
+        lambda: table.shuffle(BOB, deck),
+        lambda: table.roll(BOB, 2, 6),
+        lambda: table.say(CLEO, "hello"),
+        lambda: table.join(CLEO, 3),
+        lambda: table.join(ADA, 3),
+        lambda: table.leave(ADA),
+    ]
+    for n, move in enumerate(moves):
+        before, memento = _view(table), table.memento()
+        move()
+        assert _view(table) != before, n
+        table.restore(memento)
+        assert _view(table) == before, n
+    assert table.seats[0].hand[0] in table.seats[0].hand and deck_of(table) is deck
+
+
+def test_chat_text_is_cleaned_like_names():
+    table = new_table()
+    line = table.say(ADA, "hi\u202e \x1b[31m there\ud800")
+    assert line.text == "hi [31m there"
+    line.public()["text"].encode("utf-8")  # always encodable
+    assert refused(400, table.say, ADA, "\ud800\ud83d") == "a chat line cannot be empty"

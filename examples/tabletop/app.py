@@ -17,6 +17,11 @@ Types of parameters, each a ``parse_param`` method (the chapter's ``define-http-
 the table bound before it) and ``HandCard`` (a card id in the caller's hand at that table: the
 session is bound before it). A bad one answers 400/403/404 naming the parameter or the rule.
 
+A change and its announcement agree: :meth:`Tabletop.commit` makes a change and publishes the
+events announcing it, or undoes the change when they cannot be published (503 to the caller).
+Unsafe requests from other sites are refused (:func:`~clos_web.csrf_guard`, 403), so no other
+page can make a visitor move, chat or open tables.
+
 Page state without loss: ``GET /api/tables/<id>`` answers the public table, the caller's hand
 and ``last_id``, the event id the state is current to; the page then streams
 ``/api/tables/<id>/events?lastEventId=<last_id>`` and gets exactly the moves made since. A
@@ -24,6 +29,7 @@ and ``last_id``, the event id the state is current to; the page then streams
 """
 
 import json
+import logging
 import pathlib
 from typing import Annotated, Literal
 
@@ -31,7 +37,7 @@ import attrs
 
 from clos_web import (
     App, Channels, Connection, Length, MemorySessions, Message, Range, Request, Response,
-    Session, StaticFiles, channel, encode_event, error_response, parse_param, write,
+    Session, StaticFiles, channel, csrf_guard, encode_event, error_response, parse_param, write,
 )
 
 from .game import (
@@ -40,6 +46,7 @@ from .game import (
 )
 
 STATIC = pathlib.Path(__file__).resolve().parent / "static"
+log = logging.getLogger("tabletop")
 
 # --------------------------------------------------------------------------------------------
 # Parameter types
@@ -184,34 +191,95 @@ def me(session: Session | None) -> Player:
 @attrs.define(slots=True, eq=False)
 class Tabletop:
     """The demo: the ``game`` (tables), the ``channels`` (lobby, tables, hands), the ``app``.
+
+    Every change goes through :meth:`commit`: the change is made and announced, or neither.
     """
 
     game: Game
     channels: Channels
     app: App
 
-    # -- publishing ------------------------------------------------------------------------
+    # -- changing and announcing ---------------------------------------------------------
 
-    def lobby(self, table: Table) -> None:
-        """Tell the lobby how ``table`` looks now."""
-        self.channels.publish("lobby", Message(table.summary(), "table"))
+    def commit(self, table: Table | None, act):
+        """Make a change and publish the events announcing it, or do neither; return
+        ``(result, event ids)``.
 
-    def publish(self, change: Change) -> dict:
-        """Push ``change`` to the table, each changed hand to its owner, seats to the lobby;
-        answer the move's result (the event id)."""
+        ``act()`` changes ``table`` (or opens and closes tables) and returns ``(result,
+        [(channel, message), ...])``. Before anything is published every message is encoded
+        and every channel made to exist: when that fails (text that cannot be sent, the
+        registry refusing a new channel: 503) or the first publish fails, the table and the
+        set of open tables are put back as they were and the error goes to the client. The
+        first event is the one announcing the change (the table's); once it is out, the
+        change stands, and a later publish that fails anyway is logged.
+        """
+        memento = None if table is None else table.memento()
+        tables = dict(self.game.tables)
+        try:
+            result, messages = act()
+            ready = [self._ready(name, message) for name, message in messages]
+            ids = [self.channels.publish(*ready[0])] if ready else []
+        except BaseException:
+            if memento is not None:
+                table.restore(memento)
+            self.game.tables.clear()
+            self.game.tables.update(tables)
+            raise
+        for name, data, event in ready[1:]:
+            try:
+                ids.append(self.channels.publish(name, data, event))
+            except Exception:
+                log.exception("publishing on %s failed after the change was announced", name)
+        return result, ids
+
+    def _ready(self, name: str, message) -> tuple:
+        """``message`` encoded for channel ``name``, which now exists: ``(name, data, event)``
+        to publish as is. Raises when either cannot be."""
+        event, data = encode_event(message)
+        try:
+            data.encode("utf-8")
+        except UnicodeEncodeError:
+            raise GameError(400, "this text cannot be sent: it is not valid Unicode") from None
+        self.channels.channel(name)
+        return name, data, event
+
+    def announce(self, change: Change) -> list:
+        """The messages announcing ``change``: the change to the table, each changed hand to
+        its owner, the table's summary to the lobby when seats changed."""
         table = change.table
-        event_id = self.channels.publish(f"table-{table.id}", change)
-        for player in change.hands:
-            self.channels.publish(hand_channel(table, player), Hand(table.id, table.hand(player)))
+        out = [(f"table-{table.id}", change)]
+        out += [(hand_channel(table, player), Hand(table.id, table.hand(player)))
+                for player in change.hands]
         if change.seats_changed:
-            self.lobby(table)
-        return {"ok": True, "id": event_id, "note": change.note}
+            out.append(("lobby", self.summary(table)))
+        return out
 
-    def close(self, table: Table) -> None:
-        """Close ``table``: its players and the lobby are told."""
+    def move(self, table: Table, act) -> dict:
+        """Commit ``act()``, a rule of ``table`` returning a :class:`Change`; answer the move's
+        result (the event id and the note)."""
+        def act_and_announce():
+            change = act()
+            return change, self.announce(change)
+
+        change, ids = self.commit(table, act_and_announce)
+        return {"ok": True, "id": ids[0], "note": change.note}
+
+    def summary(self, table: Table) -> Message:
+        """How ``table`` looks in the lobby now."""
+        return Message(table.summary(), "table")
+
+    def close_idle(self) -> None:
+        """Close the tables nobody touched for a while, telling their players and the lobby."""
+        def close_them():
+            return None, [m for table in self.game.close_idle() for m in self.close(table)]
+
+        self.commit(None, close_them)
+
+    def close(self, table: Table) -> list:
+        """Close ``table``; return the messages telling its players and the lobby."""
         self.game.close(table)
-        self.channels.publish(f"table-{table.id}", Closed(table.id))
-        self.channels.publish("lobby", Message({"id": table.id}, "closed"))
+        return [(f"table-{table.id}", Closed(table.id)),
+                ("lobby", Message({"id": table.id}, "closed"))]
 
     def state(self, table: Table, player: Player | None) -> dict:
         """The table as ``player`` may see it, and the event id it is current to."""
@@ -229,12 +297,15 @@ def hand_channel(table: Table, player: Player) -> str:
 
 
 def tabletop(game: Game | None = None, *, history: int = 500, max_age: float = 1800.0,
-             retry: float = 1.0) -> Tabletop:
-    """Build the demo: a new :class:`Game` (or ``game``), its channels and its routes."""
+             retry: float = 1.0, channels: Channels | None = None) -> Tabletop:
+    """Build the demo: a new :class:`Game` (or ``game``), its channels (a new registry, or
+    ``channels``) and its routes."""
     game = game if game is not None else Game()
     app = App(sessions=MemorySessions(idle_timeout=24 * 3600, max_sessions=10_000))
-    registry = Channels(history=history, max_age=max_age, heartbeat=15.0, retry=retry,
-                        retry_jitter=1.0, max_channels=20_000)
+    registry = channels if channels is not None else Channels(
+        history=history, max_age=max_age, heartbeat=15.0, retry=retry, retry_jitter=1.0,
+        max_channels=20_000)
+    app.use(csrf_guard())  # no other site may make a player move, chat or open tables
     tt = Tabletop(game, registry, app)
     files = StaticFiles(STATIC)
     TableP = TableOf[game]
@@ -285,11 +356,14 @@ def tabletop(game: Game | None = None, *, history: int = 500, max_age: float = 1
                    cards: Annotated[str, Length(0, 4000)] = ""):
         player = me(session)
         faces = standard_deck() if deck == "standard" else custom_deck(cards)
-        for idle in game.close_idle():
-            tt.close(idle)
-        table = game.open(name, seats, faces)
-        table.join(player, 1)
-        tt.lobby(table)
+        tt.close_idle()
+
+        def open_and_sit():
+            table = game.open(name, seats, faces, opener=player)
+            table.join(player, 1)
+            return table, [("lobby", tt.summary(table))]
+
+        table, _ = tt.commit(None, open_and_sit)
         return Response(_json({"table": table.summary()}), status=201,
                         content_type="application/json",
                         headers=[("Location", f"/t/{table.id}")])
@@ -323,14 +397,23 @@ def tabletop(game: Game | None = None, *, history: int = 500, max_age: float = 1
 
     @app.post("/api/tables/{table}/join")
     def join(table: TableP, session: Session, seat: Annotated[int, Range(1, MAX_SEATS)]):
-        return tt.publish(table.join(me(session), seat))
+        player = me(session)
+        return tt.move(table, lambda: table.join(player, seat))
 
     @app.post("/api/tables/{table}/leave")
     def leave(table: TableP, session: Session):
-        result = tt.publish(table.leave(me(session)))
-        if table.is_empty():
-            tt.close(table)
-        return result
+        """Leave the seat; the last player to leave closes the table."""
+        player = me(session)
+
+        def leave_and_close():
+            change = table.leave(player)
+            messages = tt.announce(change)
+            if table.is_empty():
+                messages += tt.close(table)
+            return change, messages
+
+        change, ids = tt.commit(table, leave_and_close)
+        return {"ok": True, "id": ids[0], "note": change.note}
 
     # -- cards -----------------------------------------------------------------------------
 
@@ -338,40 +421,55 @@ def tabletop(game: Game | None = None, *, history: int = 500, max_age: float = 1
 
     @app.post("/api/tables/{table}/draw")
     def draw(table: TableP, session: Session, stack: StackOn):
-        return tt.publish(table.draw(me(session), stack))
+        player = me(session)
+        return tt.move(table, lambda: table.draw(player, stack))
 
     @app.post("/api/tables/{table}/play")
     def play(table: TableP, session: Session, card: HandCard, x: Fraction = 0.5,
              y: Fraction = 0.5, face: Literal["up", "down"] = "up",
              onto: StackOn | None = None):
-        return tt.publish(table.play(me(session), card, x, y, face == "up", onto))
+        player = me(session)
+        return tt.move(table, lambda: table.play(player, card, x, y, face == "up", onto))
 
     @app.post("/api/tables/{table}/move")
     def move(table: TableP, session: Session, stack: StackOn, x: Fraction = 0.5,
              y: Fraction = 0.5, top: bool = False, onto: StackOn | None = None):
-        return tt.publish(table.move(me(session), stack, x, y, top, onto))
+        player = me(session)
+        return tt.move(table, lambda: table.move(player, stack, x, y, top, onto))
 
     @app.post("/api/tables/{table}/flip")
     def flip(table: TableP, session: Session, stack: StackOn, whole: bool = False):
-        return tt.publish(table.flip(me(session), stack, whole))
+        player = me(session)
+        return tt.move(table, lambda: table.flip(player, stack, whole))
 
     @app.post("/api/tables/{table}/shuffle")
     def shuffle(table: TableP, session: Session, stack: StackOn):
-        return tt.publish(table.shuffle(me(session), stack))
+        player = me(session)
+        return tt.move(table, lambda: table.shuffle(player, stack))
 
     # -- dice and chat ---------------------------------------------------------------------
 
     @app.post("/api/tables/{table}/roll")
     def roll(table: TableP, session: Session, dice: Annotated[int, Range(1, MAX_DICE)] = 2,
              sides: Annotated[int, Range(2, 100)] = 6):
-        result = table.roll(me(session), dice, sides)
-        event_id = registry.publish(f"table-{table.id}", result)
-        return {"ok": True, "id": event_id, "values": result.values}
+        player = me(session)
+
+        def roll_dice():
+            result = table.roll(player, dice, sides)
+            return result, [(f"table-{table.id}", result)]
+
+        result, ids = tt.commit(table, roll_dice)
+        return {"ok": True, "id": ids[0], "values": result.values}
 
     @app.post("/api/tables/{table}/chat")
     def say(table: TableP, session: Session,
             text: Annotated[str, Length(1, MAX_CHAT_TEXT * 2)]):
-        line = table.say(me(session), text)
-        return {"ok": True, "id": registry.publish(f"table-{table.id}", line)}
+        player = me(session)
+
+        def chat():
+            line = table.say(player, text)
+            return line, [(f"table-{table.id}", line)]
+
+        return {"ok": True, "id": tt.commit(table, chat)[1][0]}
 
     return tt

@@ -8,8 +8,12 @@ stacks it removed, the seats and a one-line note. The web layer publishes that c
 never know who listens.
 
 What others may see is decided here too: :meth:`Card.public` hides a face-down card's face, and a
-:class:`Seat` shows only how many cards its hand holds (:meth:`Seat.public`). Shuffling gives
-the shuffled cards new ids, so nobody can follow a face-down card through a shuffle by its id.
+:class:`Seat` shows only how many cards its hand holds (:meth:`Seat.public`). Card ids are
+random (``secrets``) and a card gets a new one whenever it enters or leaves a hand and when its
+stack is shuffled, so nobody can follow a face-down card by its id through a hand or a shuffle.
+
+A move that the web layer cannot announce is undone: :meth:`Table.memento` records what any move
+may change and :meth:`Table.restore` puts it back.
 
 A refused move raises :class:`GameError`, an ``HTTPError`` carrying the status it implies (403
 not your card, 404 no such stack, 409 the seat is taken, the table is full...).
@@ -37,6 +41,7 @@ MAX_CHAT_TEXT = 200
 MAX_NAME = 24
 MAX_TABLE_NAME = 40
 MAX_DICE = 6
+CARD_ID_BITS = 53  # card ids stay exact in JavaScript numbers (below 2**53)
 
 
 class GameError(HTTPError):
@@ -67,7 +72,8 @@ class Player:
 
 @attrs.define(slots=True, eq=False)
 class Card:
-    """One card: ``face`` is what is printed on it (``"10♥"`` or a custom label), ``suit`` its
+    """One card: ``id`` a random number unique on its table (renewed as the card enters or
+    leaves a hand), ``face`` what is printed on it (``"10♥"`` or a custom label), ``suit`` its
     suit (empty for a custom card), ``up`` whether it lies face up."""
 
     id: int
@@ -167,19 +173,29 @@ class ChatLine:
         return {"name": self.name, "text": self.text, "at": round(self.at, 3)}
 
 
+def clean_text(text: str, limit: int, what: str = "a chat line") -> str:
+    """``text`` with runs of white space and of characters that do not print (controls, lone
+    surrogates, bidirectional overrides) made one space, trimmed; refused (400) when empty or
+    longer than ``limit``. What is left can always be encoded (UTF-8, JSON, an SSE line).
+
+    >>> clean_text("hi\\u202e there\\ud800", 200)
+    'hi there'
+    """
+    text = " ".join("".join(ch if ch.isprintable() else " " for ch in text).split())
+    if not text:
+        raise GameError(400, f"{what} cannot be empty")
+    if len(text) > limit:
+        raise GameError(400, f"{what} has at most {limit} characters")
+    return text
+
+
 def clean_name(text: str, limit: int) -> str:
-    """``text`` with runs of white space (and control characters) made one space, trimmed;
-    refused when empty or longer than ``limit``.
+    """A name cleaned by :func:`clean_text`.
 
     >>> clean_name("  Ada \\n Lovelace ", 24)
     'Ada Lovelace'
     """
-    text = " ".join("".join(ch if ch.isprintable() else " " for ch in text).split())
-    if not text:
-        raise GameError(400, "a name cannot be empty")
-    if len(text) > limit:
-        raise GameError(400, f"a name has at most {limit} characters")
-    return text
+    return clean_text(text, limit, "a name")
 
 
 def standard_deck() -> list:
@@ -214,9 +230,24 @@ def _clamp(v: float) -> float:
 
 
 @attrs.define(slots=True, eq=False)
+class Memento:
+    """What a move of a :class:`Table` may change, recorded by :meth:`Table.memento` so that
+    :meth:`Table.restore` can undo it: the table's counters and log, its stacks (which, where,
+    which cards), its seats (who, which cards) and every card's id and side."""
+
+    counters: tuple
+    log: list
+    stacks: dict
+    places: list
+    seats: list
+    cards: list
+
+
+@attrs.define(slots=True, eq=False)
 class Table:
     """An open table: ``seats``, the ``stacks`` on the felt (by id), and ``log``: the last
-    notes, dice rolls and chat lines (as the page shows them, newest last).
+    notes, dice rolls and chat lines (as the page shows them, newest last). ``opener`` is the
+    id of the player who opened it.
 
     >>> t = Table.new("t1", "Friday", 2, standard_deck(), rng=random.Random(1))
     >>> t.join(Player("p1", "Ada"), 1).note
@@ -237,20 +268,23 @@ class Table:
     next_id: int = 1
     top_z: int = 0
     touched: float = attrs.field(factory=time.monotonic)
+    opener: str | None = None
 
     @classmethod
     def new(cls, table_id: str, name: str, seats: int, faces: list,
-            rng: random.Random | None = None) -> "Table":
+            rng: random.Random | None = None, opener: str | None = None) -> "Table":
         """A table with ``seats`` empty seats and the shuffled deck ``faces`` face down in the
         middle."""
         if not 2 <= seats <= MAX_SEATS:
             raise GameError(400, f"a table has 2 to {MAX_SEATS} seats")
         table = cls(table_id, clean_name(name, MAX_TABLE_NAME),
-                    [Seat(n) for n in range(1, seats + 1)], rng=rng or random.SystemRandom())
+                    [Seat(n) for n in range(1, seats + 1)], rng=rng or random.SystemRandom(),
+                    opener=opener)
         faces = list(faces)
         table.rng.shuffle(faces)
         deck = table._new_stack(0.5, 0.45)
-        deck.cards = [Card(table._new_id(), face, suit) for face, suit in faces]
+        deck.cards = [Card(0, face, suit) for face, suit in faces]
+        table._renumber(deck.cards)
         return table
 
     # -- reading -------------------------------------------------------------------------
@@ -305,11 +339,56 @@ class Table:
                 return card
         raise GameError(403, f"card {card_id} is not in your hand")
 
+    def cards(self) -> list:
+        """Every card of the table: on the felt and in the hands."""
+        out = [card for stack in self.stacks.values() for card in stack.cards]
+        for seat in self.seats:
+            out.extend(seat.hand)
+        return out
+
+    # -- undoing a move ------------------------------------------------------------------
+
+    def memento(self) -> Memento:
+        """Record what a move may change (a few small lists: one entry per stack, seat and
+        card), for :meth:`restore`."""
+        stacks = self.stacks
+        return Memento((self.next_id, self.top_z, self.touched), list(self.log), dict(stacks),
+                       [(s, s.x, s.y, s.z, list(s.cards)) for s in stacks.values()],
+                       [(seat, seat.player, list(seat.hand)) for seat in self.seats],
+                       [(card, card.id, card.up) for card in self.cards()])
+
+    def restore(self, memento: Memento) -> None:
+        """Put the table back as it was when ``memento`` was taken (the same objects, so a
+        card or stack bound before stays the one on the table)."""
+        self.next_id, self.top_z, self.touched = memento.counters
+        self.log.clear()
+        self.log.extend(memento.log)
+        self.stacks.clear()
+        self.stacks.update(memento.stacks)
+        for stack, x, y, z, cards in memento.places:
+            stack.x, stack.y, stack.z, stack.cards[:] = x, y, z, cards
+        for seat, player, hand in memento.seats:
+            seat.player, seat.hand[:] = player, hand
+        for card, card_id, up in memento.cards:
+            card.id, card.up = card_id, up
+
     # -- helpers -------------------------------------------------------------------------
 
     def _new_id(self) -> int:
         self.next_id += 1
         return self.next_id - 1
+
+    def _renumber(self, cards) -> None:
+        """Give ``cards`` fresh random ids, unique on the table and unrelated to any id they
+        had: nobody can link a card before and after (a hand, a shuffle)."""
+        changing = {id(card) for card in cards}
+        taken = {c.id for c in self.cards() if id(c) not in changing}
+        for card in cards:
+            card_id = 0
+            while card_id == 0 or card_id in taken:
+                card_id = secrets.randbits(CARD_ID_BITS)
+            taken.add(card_id)
+            card.id = card_id
 
     def _lift(self, stack: Stack) -> None:
         self.top_z += 1
@@ -363,6 +442,7 @@ class Table:
             for card in cards:
                 card.up = False
             pile.cards = cards
+            self._renumber(cards)
             stacks.append(pile)
         return self._change(f"{player.name} leaves the table", stacks, hands=[player],
                             seats=True)
@@ -374,21 +454,23 @@ class Table:
     # -- cards ---------------------------------------------------------------------------
 
     def draw(self, player: Player, stack: Stack) -> Change:
-        """The top card of ``stack`` goes to ``player``'s hand."""
+        """The top card of ``stack`` goes to ``player``'s hand (with a new id)."""
         seat = self.seated(player)
         card = stack.cards.pop()
         seat.hand.append(card)
+        self._renumber([card])
         return self._change(f"{player.name} draws a card", [stack], hands=[player], seats=True)
 
     def play(self, player: Player, card: Card, x: float, y: float, up: bool,
              onto: Stack | None = None) -> Change:
         """Put ``card`` from ``player``'s hand on the felt at ``x, y`` (or on top of ``onto``),
-        face up or down."""
+        face up or down, with a new id."""
         seat = self.seated(player)
         if card not in seat.hand:
             raise GameError(403, f"card {card.id} is not in your hand")
         seat.hand.remove(card)
         card.up = up
+        self._renumber([card])
         target = onto if onto is not None else self._new_stack(x, y)
         target.cards.append(card)
         self._lift(target)
@@ -441,7 +523,7 @@ class Table:
         self.rng.shuffle(stack.cards)
         for card in stack.cards:
             card.up = False
-            card.id = self._new_id()
+        self._renumber(stack.cards)
         self._lift(stack)
         return self._change(f"{player.name} shuffles {len(stack.cards)} cards", [stack])
 
@@ -458,13 +540,9 @@ class Table:
         return roll
 
     def say(self, player: Player, text: str) -> ChatLine:
-        """Add a chat line (spectators may talk too); the chat keeps the last lines only."""
-        text = " ".join(text.split())
-        if not text:
-            raise GameError(400, "say something")
-        if len(text) > MAX_CHAT_TEXT:
-            raise GameError(400, f"a chat line has at most {MAX_CHAT_TEXT} characters")
-        line = ChatLine(player.name, text, time.time())
+        """Add a chat line (spectators may talk too; cleaned by :func:`clean_text`); the chat
+        keeps the last lines only."""
+        line = ChatLine(player.name, clean_text(text, MAX_CHAT_TEXT), time.time())
         self.log.append({"kind": "chat", **line.public()})
         self.touched = time.monotonic()
         return line
@@ -480,7 +558,8 @@ def _z(stack: Stack) -> int:
 
 @attrs.define(slots=True, eq=False)
 class Game:
-    """The open tables, at most ``max_tables`` (then a new table is refused, 503).
+    """The open tables, at most ``max_tables`` (then a new table is refused, 503), and at most
+    ``max_tables_per_player`` opened by one player (then 429: one player cannot fill the room).
     :meth:`close_idle` closes the tables nobody touched for ``idle_close`` seconds; the web
     layer calls it before opening one, so it can tell the lobby.
 
@@ -492,15 +571,24 @@ class Game:
 
     max_tables: int = 50
     idle_close: float = 3600.0
+    max_tables_per_player: int = 3
     tables: dict = attrs.field(factory=dict)
     rng: random.Random = attrs.field(factory=random.SystemRandom, repr=False)
 
-    def open(self, name: str, seats: int, faces: list) -> Table:
-        """Open a new table; returns it."""
+    def open(self, name: str, seats: int, faces: list, opener: Player | None = None) -> Table:
+        """Open a new table (by ``opener``, who may have a few open at once); returns it."""
+        if opener is not None:
+            mine = sum(1 for t in self.tables.values() if t.opener == opener.id)
+            if mine >= self.max_tables_per_player:
+                raise GameError(429, f"you have {mine} open tables: close one before opening "
+                                     f"another (a table closes when its last player leaves)")
         if len(self.tables) >= self.max_tables:
             raise GameError(503, "the room is full: too many open tables, try later")
         table_id = secrets.token_hex(4)
-        table = Table.new(table_id, name, seats, faces, rng=self.rng)
+        while table_id in self.tables:
+            table_id = secrets.token_hex(4)
+        table = Table.new(table_id, name, seats, faces, rng=self.rng,
+                          opener=None if opener is None else opener.id)
         self.tables[table_id] = table
         return table
 
