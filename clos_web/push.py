@@ -522,7 +522,7 @@ def _fanout(server, push, conns, data: bytes) -> None:
             push(conn, data[sent:])
 
 
-_HEARTBEAT = sse.comment("ping") + b"\n"
+_HEARTBEAT = sse.HEARTBEAT  # a comment line and no blank line: no client sees an event
 _HEARTBEAT_CHUNK = sse.chunk(_HEARTBEAT)
 
 channels = Channels()
@@ -723,7 +723,6 @@ def request_last_id(request: Request | None) -> str | None:
 
 _SSE_FIELDS = header_block([("Content-Type", "text/event-stream"),
                             ("Cache-Control", "no-cache"), ("X-Accel-Buffering", "no")])
-_FIRST = sse.comment("ok")
 
 
 @write.dispatch
@@ -743,7 +742,8 @@ def write(obj: EventStream, conn: Connection):
     sub = Subscription(registry, conn, list(obj.channels), not http10)
     first = registry._join(sub, last_id)
     retry = int((registry.retry + random.random() * registry.retry_jitter) * 1000)
-    body = b"".join([_FIRST, sse.retry_field(retry)] + [e.raw for e in first])
+    # ": ok" and "retry:" end with no blank line: the first event's block absorbs them
+    body = b"".join([sse.preamble(retry)] + [e.raw for e in first])
     server.begin_stream(conn, sub, head + (body if http10 else sse.chunk(body)))
 
 
