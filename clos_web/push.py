@@ -87,8 +87,9 @@ class Event:
 
 
 # What history pays per event beyond its raw, chunk and data bytes: the Event (slots, id string,
-# float, int), the bytes and str headers, its places in the channel's and registry's deques.
-_EVENT_OVERHEAD = 400
+# float, int), the bytes headers, its place in the channel's deque and its (seq, name) record in
+# the registry's order, plus one record evicted but not yet compacted (see Channels._compact).
+_EVENT_OVERHEAD = 448
 # What a channel costs beyond its name: the Channel, its deque, its places in the registry.
 _CHANNEL_OVERHEAD = 1200
 
@@ -246,7 +247,7 @@ class Channels:
     _locals: Any = attrs.field(factory=weakref.WeakKeyDictionary)
     # the channels with no subscriber, least recently used first (they may be evicted)
     _idle: OrderedDict = attrs.field(factory=OrderedDict, repr=False)
-    # every kept event of every channel, oldest first (with some already evicted: see _shed)
+    # (seq, channel name) of every kept event, oldest first, and some evicted since (_compact)
     _order: deque = attrs.field(factory=deque, repr=False)
     _kept: int = 0   # how many events the histories hold
     _bytes: int = 0  # what the histories and the channels cost (used_bytes)
@@ -369,29 +370,29 @@ class Channels:
         self._bytes += event.size
         self._kept += 1
         order = self._order
-        order.append(event)
-        if len(order) > 2 * self._kept + 1024:
+        order.append((event.seq, event.channel))
+        if len(order) > 2 * self._kept + 64:
             self._compact()
 
     def _compact(self) -> None:
-        """Drop the evicted events from ``_order`` (amortised: at most once per ``_kept``
-        publishes). An event is kept while its channel's ``evicted`` is below its ``seq``."""
+        """Drop the records of evicted events from ``_order``: it holds at most about one
+        evicted record per kept event, and compacting costs O(1) amortised per publish. An
+        event is kept while its channel's ``evicted`` is below its ``seq``."""
         channels = self._channels
         self._order = deque(
-            e for e in self._order
-            if (ch := channels.get(e.channel)) is not None and e.seq > ch.evicted)
+            (seq, name) for seq, name in self._order
+            if (ch := channels.get(name)) is not None and seq > ch.evicted)
 
     def _shed(self) -> None:
         """Evict the registry's oldest events, whatever their channel, down to ``max_bytes``;
         a channel left with no history and no subscriber goes too."""
         order, channels = self._order, self._channels
         while self._bytes > self.max_bytes and order:
-            event = order.popleft()
-            ch = channels.get(event.channel)
-            if ch is None or not ch.history or ch.history[0] is not event:
+            seq, name = order.popleft()
+            ch = channels.get(name)
+            if ch is None or not ch.history or ch.history[0].seq != seq:
                 continue  # evicted already (older events of a channel come first in _order)
-            ch.history.popleft()
-            self._evict(ch, event)
+            self._evict(ch, ch.history.popleft())
             if not ch.history and not ch.subs:
                 self._drop(ch)
 

@@ -10,8 +10,10 @@ import threading
 import tracemalloc
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from clos_web import Channels, HTTPError
+from clos_web.push import Subscription, _channel_size
 
 from conftest import request, wait_for
 from test_push import SSEClient, data_of, push  # noqa: F401 (push is a fixture)
@@ -84,6 +86,37 @@ def test_the_registry_bounds_all_history_in_bytes_evicting_the_oldest_events_fir
     assert registry.events("room-0", after=ids[0]) == registry.events("room-0")
 
 
+def test_the_registry_bound_evicts_the_oldest_kept_event_even_behind_per_channel_evictions():
+    registry = Channels(history=3)
+    x1 = registry.publish("x", "x" * 1000)
+    y1 = registry.publish("y", "y" * 1000)
+    xs = [registry.publish("x", "x" * 1000) for _ in range(3)]   # x1 leaves x's history
+    assert [e.id for e in registry.events("x")] == xs
+    registry.max_bytes = registry.used_bytes
+    registry.publish("z", "z")          # over the bound: the oldest kept event is y1, not x2
+    assert y1 not in kept_ids(registry) and "y" not in registry
+    assert [e.id for e in registry.events("x")] == xs and x1 not in kept_ids(registry)
+    assert registry.used_bytes <= registry.max_bytes
+
+
+def test_evicted_events_are_freed_however_many_pass_through_a_short_history():
+    registry = Channels(history=3)
+    for i in range(2000):
+        registry.publish(f"c{i % 3}", "w" * 500)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(20_000):
+            registry.publish(f"c{i % 3}", "w" * 500)
+        gc.collect()
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert grown < 64 * 1024, grown   # 20,000 events of ~1.5 KB went through; 9 are kept
+    assert registry.used_bytes < 32 * 1024                # 9 events and 3 channels
+
+
 def test_channel_names_count_too_and_channels_left_without_history_are_dropped():
     registry = Channels(max_bytes=64 * 1024)
     for i in range(1000):
@@ -110,6 +143,89 @@ def test_the_accounted_cost_of_history_covers_its_real_memory():
     finally:
         tracemalloc.stop()
     assert real <= registry.used_bytes <= 2 * real
+
+
+class _StubServer:
+    """Enough of a server for the registry's bookkeeping (fan-out is not under test here)."""
+
+    _ident = None
+
+    def add_sweeper(self, fn):
+        pass
+
+    def call_soon_threadsafe(self, fn, *args):
+        pass
+
+
+class _StubConn:
+    def __init__(self, server):
+        self.server = server
+
+
+operations = st.lists(st.one_of(
+    st.tuples(st.just("publish"), st.sampled_from("abcdef"), st.integers(0, 3000)),
+    st.tuples(st.just("join"), st.lists(st.sampled_from("abcdef"), min_size=1, max_size=3)),
+    st.tuples(st.just("leave"), st.integers(0, 10)),
+), max_size=60)
+
+
+@settings(max_examples=300, deadline=None)
+@given(ops=operations, probes=st.lists(st.tuples(st.sampled_from("abcdef"), st.integers(0, 70)),
+                                       min_size=1, max_size=8))
+def test_the_bounds_hold_and_a_resume_gets_exactly_its_missed_events_or_a_reset(ops, probes):
+    """Random publishes, joins and leaves against a small registry: every bound holds, the
+    accounting adds up, a channel with a subscriber is never evicted, a refused join registers
+    nothing, and resuming any channel from any position gives exactly the events published on
+    it since, or a reset: never a silent gap."""
+    registry = Channels(history=5, history_bytes=8000, max_bytes=30_000, max_channels=4)
+    server = _StubServer()
+    published = []  # (seq, channel, data)
+    subs = []
+    for op in ops:
+        if op[0] == "publish":
+            _, name, size = op
+            try:
+                eid = registry.publish(name, "p" * size)
+            except HTTPError as err:
+                assert err.status == 503
+                assert all(registry.subscriber_count(n) for n in registry.names())
+                continue
+            published.append((seq(eid), name, "p" * size))
+        elif op[0] == "join":
+            before = {n: registry.subscriber_count(n) for n in "abcdef"}
+            sub = Subscription(registry, _StubConn(server), list(op[1]), True)
+            try:
+                registry._join(sub, None)
+            except HTTPError as err:
+                assert err.status == 503
+                assert {n: registry.subscriber_count(n) for n in "abcdef"} == before
+                continue
+            subs.append(sub)
+        elif subs:
+            sub = subs.pop(op[1] % len(subs))
+            registry._remove(sub.conn, sub.names)
+        # the bounds and the accounting
+        names = registry.names()
+        assert len(names) <= 4
+        kept = {n: registry.events(n) for n in names}
+        assert registry.used_bytes == sum(e.size for es in kept.values() for e in es) + sum(
+            _channel_size(n) for n in names)
+        assert registry.used_bytes <= 30_000 or not any(kept.values())
+        for n, events in kept.items():
+            assert len(events) <= 5 and sum(e.size for e in events) <= 8000
+            assert registry.channel(n).bytes == sum(e.size for e in events)
+        for sub in subs:
+            assert all(n in registry for n in sub.names)   # never evicted under a subscriber
+    epoch = registry.last_id.split("-")[0]
+    for name, position in probes:
+        position = min(position, len(published))
+        with registry._lock:
+            resets, events = registry._catch_up([name], f"{epoch}-{position}", 0.0)
+        missed = [(q, n, d) for q, n, d in published if n == name and q > position]
+        if resets:
+            assert resets == [name] and events == []
+        else:
+            assert [(e.seq, e.channel, e.data) for e in events] == missed
 
 
 # --------------------------------------------------------------------------------------------
