@@ -19,7 +19,12 @@ through the :func:`channel` decorator (House's ``define-channel``)::
 
 A client reconnecting with ``Last-Event-ID`` (or ``?lastEventId=``) gets exactly the events it
 missed, then live ones. When history cannot cover the gap (unknown id, or older than what is
-kept) the stream starts with an event of type ``reset`` whose data is the channel's last id.
+kept), or the missed events would take more than half the connection's output cap, the stream
+starts with an event of type ``reset`` whose data is the channel's last id: never a silent gap.
+
+Everything client input can grow is bounded in bytes: history per channel (``history_bytes``)
+and per registry (``max_bytes``), each catch-up by the output cap, and the number of channels
+(``max_channels``; idle channels make room before a new one is refused).
 """
 
 from __future__ import annotations
@@ -823,7 +828,7 @@ class EventStream:
     parameter; ``registry`` to the default :data:`channels`.
 
     >>> EventStream(["news", "user-42"])
-    EventStream(channels=['news', 'user-42'], last_id=None, registry=None)
+    EventStream(channels=['news', 'user-42'], last_id=None, registry=None, headers=())
     """
 
     channels: list = attrs.field(converter=_names)
@@ -839,7 +844,10 @@ class LongPoll:
     The answer is ``{"events": [{"id", "event", "data"}, ...], "last_id": ID}``: at once if
     events after ``last_id`` (default: the ``Last-Event-ID`` header or ``lastEventId`` query
     parameter) are in history, else when the next event comes, else after ``timeout`` seconds
-    with no events. A gap history cannot cover answers one ``reset`` event.
+    with no events. An answer carries the oldest missed events that fit in half the output cap;
+    the client polls again from ``last_id`` for the rest. A gap history cannot cover answers a
+    ``reset`` event for every channel the client is behind on, and ``last_id`` is then now; an
+    event too large for an answer is answered with ``reset`` for its channel, at its id.
     """
 
     channels: list = attrs.field(converter=_names)
