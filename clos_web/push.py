@@ -19,7 +19,12 @@ through the :func:`channel` decorator (House's ``define-channel``)::
 
 A client reconnecting with ``Last-Event-ID`` (or ``?lastEventId=``) gets exactly the events it
 missed, then live ones. When history cannot cover the gap (unknown id, or older than what is
-kept) the stream starts with an event of type ``reset`` whose data is the channel's last id.
+kept), or the missed events would take more than half the connection's output cap, the stream
+starts with an event of type ``reset`` whose data is the channel's last id: never a silent gap.
+
+Everything client input can grow is bounded in bytes: history per channel (``history_bytes``)
+and per registry (``max_bytes``), each catch-up by the output cap, and the number of channels
+(``max_channels``; idle channels make room before a new one is refused).
 """
 
 from __future__ import annotations
@@ -29,10 +34,11 @@ import json
 import logging
 import random
 import secrets
+import sys
 import threading
 import time
 import weakref
-from collections import deque
+from collections import OrderedDict, deque
 from typing import Any
 
 import attrs
@@ -60,7 +66,9 @@ class Event:
 
     ``raw`` is the SSE wire form (``id:``, ``event:``, ``data:`` lines); ``chunk`` is the same
     bytes framed as one HTTP/1.1 chunk. ``data`` is the text payload, ``event`` the event type
-    (``None`` for the default ``message``), ``seq`` the number inside the id.
+    (``None`` for the default ``message``), ``seq`` the number inside the id. ``size`` is what
+    the event costs while history keeps it, in bytes: ``raw``, ``chunk``, the ``data`` string
+    and a fixed overhead for the objects around them (the history bounds count it).
     """
 
     id: str
@@ -71,18 +79,32 @@ class Event:
     time: float
     raw: bytes
     chunk: bytes
-    _json: list = attrs.field(factory=list, repr=False)  # cache: [bytes] once computed
+    size: int = 0
 
     def as_dict(self) -> dict:
         """``{"id", "event", "data"}``, as long-poll answers it."""
         return {"id": self.id, "event": self.event or "message", "data": self.data}
 
     def json(self) -> bytes:
-        """:meth:`as_dict` as compact JSON bytes, encoded at most once."""
-        cache = self._json
-        if not cache:
-            cache.append(json_bytes(self.as_dict()))
-        return cache[0]
+        """:meth:`as_dict` as compact JSON bytes (encoded per call: history keeps no copy; the
+        fan-out encodes a live event once for all the polls it answers)."""
+        return json_bytes(self.as_dict())
+
+
+# What history pays per event beyond its raw, chunk and data bytes: the Event (slots, id string,
+# float, int), the bytes headers, its place in the channel's deque and its (seq, name) record in
+# the registry's order, plus one record evicted but not yet compacted (see Channels._compact).
+_EVENT_OVERHEAD = 448
+# What a channel costs beyond its name: the Channel, its deque, its places in the registry.
+_CHANNEL_OVERHEAD = 1200
+
+
+def _event_size(raw: bytes, chunk: bytes, data: str) -> int:
+    return len(raw) + len(chunk) + sys.getsizeof(data) + _EVENT_OVERHEAD
+
+
+def _channel_size(name: str) -> int:
+    return sys.getsizeof(name) + _CHANNEL_OVERHEAD
 
 
 @attrs.define(slots=True, frozen=True)
@@ -159,6 +181,7 @@ class Channel:
 
     ``evicted`` is the sequence number of the newest event no longer kept: a client whose last
     id is older than that has missed events that cannot be replayed, and is sent ``reset``.
+    ``bytes`` is what its history costs (the sum of the kept events' ``size``).
     """
 
     name: str
@@ -167,6 +190,7 @@ class Channel:
     evicted: int = 0
     last_id: str | None = None
     subs: dict = attrs.field(factory=dict)  # Server -> _Subs
+    bytes: int = 0
 
 
 @attrs.define(slots=True, eq=False)
@@ -193,11 +217,23 @@ class Channels:
     >>> registry = Channels(history=100, max_age=60.0, heartbeat=15.0)
     >>> event_id = registry.publish("news", "hello")
 
-    ``history``/``max_age`` bound what each channel keeps for resume (count, seconds);
+    ``history``/``max_age``/``history_bytes`` bound what each channel keeps for resume (count,
+    seconds, bytes); ``max_bytes`` bounds the whole registry (every channel's history, and each
+    channel's name and bookkeeping). Each bound evicts the oldest events first, the registry's
+    across all channels, and a client whose last id is behind an evicted event gets ``reset``.
+    An event's cost is its ``size``: its wire bytes (raw and chunked), its data and a fixed
+    overhead, so a flood of tiny events is bounded too.
+
     ``heartbeat`` is the idle interval between comment heartbeats; ``retry``/``retry_jitter``
     (seconds) set the client's reconnection delay: ``retry`` plus a random part up to
     ``retry_jitter``, chosen per connection so a restart does not bring every client back in the
-    same millisecond. ``max_channels`` bounds how many channels may exist at once.
+    same millisecond.
+
+    ``max_channels`` bounds how many channels exist at once. At the bound, a new channel takes the
+    place of the least recently used channel that has no subscriber (it holds only history,
+    which is forgotten: a client resuming on it gets ``reset``). Only when every channel has a
+    subscriber (a stream or a waiting poll) is a new channel refused, with a 503; a refused
+    multi-channel join registers none of its channels.
     """
 
     history: int = 1000
@@ -206,12 +242,20 @@ class Channels:
     retry: float = 2.0
     retry_jitter: float = 2.0
     max_channels: int = 100_000
+    history_bytes: int = 1 << 20
+    max_bytes: int = 64 << 20
     _channels: dict = attrs.field(factory=dict)
     _lock: Any = attrs.field(factory=threading.Lock)
     _seq: int = 0
     _epoch: str = attrs.field(factory=_epoch)
     _forgotten: int = 0
     _locals: Any = attrs.field(factory=weakref.WeakKeyDictionary)
+    # the channels with no subscriber, least recently used first (they may be evicted)
+    _idle: OrderedDict = attrs.field(factory=OrderedDict, repr=False)
+    # (seq, channel name) of every kept event, oldest first, and some evicted since (_compact)
+    _order: deque = attrs.field(factory=deque, repr=False)
+    _kept: int = 0   # how many events the histories hold
+    _bytes: int = 0  # what the histories and the channels cost (used_bytes)
 
     # -- ids ---------------------------------------------------------------------------------
 
@@ -231,6 +275,16 @@ class Channels:
         return -1
 
     # -- inspection --------------------------------------------------------------------------
+
+    @property
+    def used_bytes(self) -> int:
+        """The bytes this registry accounts for: every kept event's ``size`` and each channel's
+        name and bookkeeping. History is evicted to keep it within ``max_bytes``.
+
+        >>> Channels().used_bytes
+        0
+        """
+        return self._bytes
 
     def __contains__(self, name: str) -> bool:
         return name in self._channels
@@ -271,10 +325,81 @@ class Channels:
     def _get(self, name: str) -> Channel:
         ch = self._channels.get(name)
         if ch is None:
-            if len(self._channels) >= self.max_channels:
-                raise HTTPError(503, "too many channels")
-            ch = self._channels[name] = Channel(name, self, evicted=self._forgotten)
+            ch = self._get_all((name,))[0]
         return ch
+
+    def _get_all(self, names) -> list:
+        """The channels named ``names``, created if needed: all of them, or none and a 503.
+
+        A full registry makes room by evicting the least recently used channels that have no
+        subscriber, never one of ``names``.
+        """
+        channels = self._channels
+        missing = [name for name in dict.fromkeys(names) if name not in channels]
+        if missing:
+            excess = len(channels) + len(missing) - self.max_channels
+            if excess > 0:
+                victims = []
+                if excess <= len(self._idle):
+                    wanted = set(names)
+                    for name, ch in self._idle.items():
+                        if name not in wanted:
+                            victims.append(ch)
+                            if len(victims) == excess:
+                                break
+                if len(victims) < excess:
+                    raise HTTPError(503, "too many channels, all with subscribers")
+                for ch in victims:
+                    self._drop(ch)
+            for name in missing:
+                channels[name] = self._idle[name] = Channel(name, self, evicted=self._forgotten)
+                self._bytes += _channel_size(name)
+        return [channels[name] for name in names]
+
+    def _drop(self, ch: Channel) -> None:
+        """Remove ``ch`` (registered, no subscriber) and forget its history."""
+        history = ch.history
+        if history:
+            self._forget(ch, history[-1].seq)
+            self._bytes -= ch.bytes
+            self._kept -= len(history)
+            ch.bytes = 0
+            history.clear()  # their places in _order are stale now
+        del self._channels[ch.name]
+        self._idle.pop(ch.name, None)
+        self._bytes -= _channel_size(ch.name)
+
+    def _keep(self, ch: Channel, event: Event) -> None:
+        ch.history.append(event)
+        ch.bytes += event.size
+        self._bytes += event.size
+        self._kept += 1
+        order = self._order
+        order.append((event.seq, event.channel))
+        if len(order) > 2 * self._kept + 64:
+            self._compact()
+
+    def _compact(self) -> None:
+        """Drop the records of evicted events from ``_order``: it holds at most about one
+        evicted record per kept event, and compacting costs O(1) amortised per publish. An
+        event is kept while its channel's ``evicted`` is below its ``seq``."""
+        channels = self._channels
+        self._order = deque(
+            (seq, name) for seq, name in self._order
+            if (ch := channels.get(name)) is not None and seq > ch.evicted)
+
+    def _shed(self) -> None:
+        """Evict the registry's oldest events, whatever their channel, down to ``max_bytes``;
+        a channel left with no history and no subscriber goes too."""
+        order, channels = self._order, self._channels
+        while self._bytes > self.max_bytes and order:
+            seq, name = order.popleft()
+            ch = channels.get(name)
+            if ch is None or not ch.history or ch.history[0].seq != seq:
+                continue  # evicted already (older events of a channel come first in _order)
+            self._evict(ch, ch.history.popleft())
+            if not ch.history and not ch.subs:
+                self._drop(ch)
 
     def _prune(self, ch: Channel, now: float) -> None:
         history = ch.history
@@ -282,14 +407,21 @@ class Channels:
         while history and history[0].time < cutoff:
             self._evict(ch, history.popleft())
 
+    def _forget(self, ch: Channel, seq: int) -> None:
+        ch.evicted = seq
+        if seq > self._forgotten:
+            self._forgotten = seq
+
     def _evict(self, ch: Channel, event: Event) -> None:
-        ch.evicted = event.seq
-        if event.seq > self._forgotten:
-            self._forgotten = event.seq
+        """``event`` (the oldest of ``ch``) was taken off its history: account for it."""
+        self._forget(ch, event.seq)
+        ch.bytes -= event.size
+        self._bytes -= event.size
+        self._kept -= 1
 
     def _maybe_drop(self, ch: Channel) -> None:
         if not ch.subs and not ch.history and self._channels.get(ch.name) is ch:
-            del self._channels[ch.name]
+            self._drop(ch)
 
     def _local(self, server) -> _Local:
         local = self._locals.get(server)
@@ -302,19 +434,23 @@ class Channels:
         subs = ch.subs.get(server)
         if subs is None:
             self._local(server)
+            if not ch.subs:
+                self._idle.pop(ch.name, None)  # a channel with a subscriber is never evicted
             subs = ch.subs[server] = _Subs(last=time.monotonic())
         return subs
 
-    def _catch_up(self, names, last_id: str | None, now: float):
+    def _catch_up(self, names, last_id: str | None, now: float, budget: int | None = None):
         """What a client at ``last_id`` must get before live events: ``(resets, events)``.
 
         ``resets`` lists the channels whose gap history cannot cover; ``events`` are the missed
-        events of the others, in id order.
+        events of the others, in id order. When their chunks come to more than ``budget`` bytes,
+        every channel with missed events is reset instead (and ``events`` is empty).
         """
         last = self._parse_id(last_id)
         if last is None:
             return [], []
-        resets, events = [], []
+        resets, events, behind = [], [], []
+        size, over = 0, False
         for name in names:
             ch = self._channels.get(name)
             if ch is not None:
@@ -325,23 +461,34 @@ class Channels:
                 continue
             if ch is None or not ch.history or ch.history[-1].seq <= last:
                 continue
+            behind.append(name)
+            if over:
+                continue
             missed = []
             for event in reversed(ch.history):
                 if event.seq <= last:
                     break
+                size += len(event.chunk)
+                if budget is not None and size > budget:
+                    over = True
+                    break
                 missed.append(event)
             missed.reverse()
             events.extend(missed)
+        if over:
+            return resets + behind, []
         if len(names) > 1 and events:
             events.sort(key=lambda e: e.seq)
         return resets, events
 
-    def _reset_event(self, name: str, with_id: bool) -> Event:
+    def _reset_event(self, name: str, with_id: bool, at: Event | None = None) -> Event:
+        """``reset`` for channel ``name``: its data is the channel's last id; its id (if
+        ``with_id``) is where the client resumes: now, or just after ``at`` when given."""
         ch = self._channels.get(name)
         data = ch.last_id if ch is not None and ch.last_id is not None else self.last_id
-        pos = self.last_id
+        pos, seq = (self.last_id, self._seq) if at is None else (at.id, at.seq)
         raw = sse.encode(data, "reset", pos if with_id else None)
-        return Event(pos, self._seq, name, "reset", data, time.monotonic(), raw, sse.chunk(raw))
+        return Event(pos, seq, name, "reset", data, time.monotonic(), raw, sse.chunk(raw))
 
     # -- publishing --------------------------------------------------------------------------
 
@@ -357,23 +504,28 @@ class Channels:
         now = time.monotonic()
         run_now = None
         with self._lock:
+            ch = self._channels.get(name)
+            if ch is None:
+                ch = self._get(name)  # 503 when every channel has subscribers
             seq = self._seq = self._seq + 1
             eid = f"{self._epoch}-{seq}"
             raw = b"id: " + eid.encode("ascii") + b"\n" + body
-            ev = Event(eid, seq, name, etype, data, now, raw, sse.chunk(raw))
-            ch = self._channels.get(name)
-            if ch is None:
-                ch = self._get(name)
+            chunk = sse.chunk(raw)
+            ev = Event(eid, seq, name, etype, data, now, raw, chunk, _event_size(raw, chunk, data))
             ch.last_id = eid
             history = ch.history
             if self.history > 0:
-                history.append(ev)
-                if len(history) > self.history:
+                self._keep(ch, ev)
+                while len(history) > self.history or ch.bytes > self.history_bytes:
                     self._evict(ch, history.popleft())
-                if history[0].time < now - self.max_age:
+                if history and history[0].time < now - self.max_age:
                     self._prune(ch, now)
+                if self._bytes > self.max_bytes:
+                    self._shed()
             else:
-                self._evict(ch, ev)
+                while history:
+                    self._evict(ch, history.popleft())
+                self._forget(ch, seq)
             if ch.subs:
                 ident = threading.get_ident()
                 for server, subs in ch.subs.items():
@@ -388,7 +540,9 @@ class Channels:
                         else:
                             server.call_soon_threadsafe(self._drain, server, local)
             elif not history:
-                del self._channels[name]
+                self._maybe_drop(ch)
+            elif name in self._idle:
+                self._idle.move_to_end(name)  # the least recently used idle channel goes first
         if run_now is not None:
             self._drain(*run_now)
         return eid
@@ -410,23 +564,40 @@ class Channels:
                     _fanout(server, push, chunked, ev.chunk)
                 if raw:
                     _fanout(server, push, raw, ev.raw)
-                for waiter in waiters:
-                    try:
-                        waiter.wake([ev])
-                    except Exception:
-                        log.exception("long-poll answer failed")
+                if waiters:
+                    self._answer_polls(server, ev, waiters)
+
+    def _answer_polls(self, server, ev: Event, waiters) -> None:
+        """Answer the polls waiting for ``ev`` (loop thread), its JSON encoded once for all.
+
+        An event whose JSON passes the poll budget (half the output cap) is answered with
+        ``reset`` instead: the client reloads that channel rather than the server queueing the
+        event, and polls again from its id (so events after it, on any channel, still come).
+        """
+        part, last = ev.json(), ev.id
+        if len(part) > _budget(server):
+            with self._lock:
+                part = self._reset_event(ev.channel, True, at=ev).json()
+        for waiter in waiters:
+            try:
+                waiter.wake([part], last)
+            except Exception:
+                log.exception("long-poll answer failed")
 
     # -- joining and leaving -----------------------------------------------------------------
 
-    def _join(self, sub: "Subscription", last_id: str | None):
-        """Subscribe ``sub`` to its channels and return what it must be sent first."""
+    def _join(self, sub: "Subscription", last_id: str | None, budget: int | None = None):
+        """Subscribe ``sub`` to all its channels (or none: a 503 registers nothing) and return
+        what it must be sent first: the missed events, or ``reset`` events when history cannot
+        cover the gap or the missed events come to more than ``budget`` bytes."""
         server = sub.conn.server
         now = time.monotonic()
         with self._lock:
-            resets, events = self._catch_up(sub.names, last_id, now)
+            chans = self._get_all(sub.names)
+            resets, events = self._catch_up(sub.names, last_id, now, budget)
             reset_events = [self._reset_event(name, not events) for name in resets]
-            for name in sub.names:
-                subs = self._subs(self._get(name), server)
+            for ch in chans:
+                subs = self._subs(ch, server)
                 (subs.chunked if sub.chunked else subs.raw)[sub.conn] = None
         return reset_events + events
 
@@ -453,6 +624,8 @@ class Channels:
                 subs.waiters.pop(conn, None)
                 if not subs:
                     del ch.subs[server]
+                    if not ch.subs and ch.history and self._channels.get(name) is ch:
+                        self._idle[name] = ch  # idle now: the most recently used
                     self._maybe_drop(ch)
 
     # -- the sweep: heartbeats and age -------------------------------------------------------
@@ -522,7 +695,7 @@ def _fanout(server, push, conns, data: bytes) -> None:
             push(conn, data[sent:])
 
 
-_HEARTBEAT = sse.comment("ping") + b"\n"
+_HEARTBEAT = sse.HEARTBEAT  # a comment line and no blank line: no client sees an event
 _HEARTBEAT_CHUNK = sse.chunk(_HEARTBEAT)
 
 channels = Channels()
@@ -655,7 +828,7 @@ class EventStream:
     parameter; ``registry`` to the default :data:`channels`.
 
     >>> EventStream(["news", "user-42"])
-    EventStream(channels=['news', 'user-42'], last_id=None, registry=None)
+    EventStream(channels=['news', 'user-42'], last_id=None, registry=None, headers=())
     """
 
     channels: list = attrs.field(converter=_names)
@@ -671,7 +844,10 @@ class LongPoll:
     The answer is ``{"events": [{"id", "event", "data"}, ...], "last_id": ID}``: at once if
     events after ``last_id`` (default: the ``Last-Event-ID`` header or ``lastEventId`` query
     parameter) are in history, else when the next event comes, else after ``timeout`` seconds
-    with no events. A gap history cannot cover answers one ``reset`` event.
+    with no events. An answer carries the oldest missed events that fit in half the output cap;
+    the client polls again from ``last_id`` for the rest. A gap history cannot cover answers a
+    ``reset`` event for every channel the client is behind on, and ``last_id`` is then now; an
+    event too large for an answer is answered with ``reset`` for its channel, at its id.
     """
 
     channels: list = attrs.field(converter=_names)
@@ -723,7 +899,6 @@ def request_last_id(request: Request | None) -> str | None:
 
 _SSE_FIELDS = header_block([("Content-Type", "text/event-stream"),
                             ("Cache-Control", "no-cache"), ("X-Accel-Buffering", "no")])
-_FIRST = sse.comment("ok")
 
 
 @write.dispatch
@@ -739,12 +914,31 @@ def write(obj: EventStream, conn: Connection):
         server.enqueue(conn, head)
         return
     last_id = obj.last_id if obj.last_id is not None else request_last_id(request)
-    conn.keep_alive = False
     sub = Subscription(registry, conn, list(obj.channels), not http10)
-    first = registry._join(sub, last_id)
+    first = registry._join(sub, last_id, _budget(server, conn))  # may refuse (503)
+    conn.keep_alive = False
     retry = int((registry.retry + random.random() * registry.retry_jitter) * 1000)
-    body = b"".join([_FIRST, sse.retry_field(retry)] + [e.raw for e in first])
+    # ": ok" and "retry:" end with no blank line: the first event's block absorbs them
+    body = b"".join([sse.preamble(retry)] + [e.raw for e in first])
     server.begin_stream(conn, sub, head + (body if http10 else sse.chunk(body)))
+
+
+def _budget(server, conn: Connection | None = None) -> int:
+    """How many bytes a catch-up (an SSE stream's missed events, a long-poll answer) may queue
+    on one connection: half the output cap, less what is queued already.
+
+    A stream whose missed events come to more is sent ``reset`` instead of its backlog: the
+    client reloads its state and goes on live. That keeps every connection within the cap at
+    once, whether or not its client reads, and it is always correct (a reset is never a silent
+    gap). Feeding the backlog as the client reads would replay more, but it needs the loop to
+    call back when a queue drains and to hold live events back behind the replay; a client that
+    far behind does better to reload. The other half of the cap is room for live events while
+    the client reads its catch-up (past the cap it is a slow consumer, closed, and resumes).
+    A long-poll answer carries the oldest missed events that fit and their last id, and the
+    client polls again for the rest.
+    """
+    budget = server.limits.output_cap // 2
+    return budget - conn.out_bytes if conn is not None else budget
 
 
 @close_stream.dispatch
@@ -765,8 +959,9 @@ class _Waiter:
     headers: tuple = ()
     done: bool = False
 
-    def wake(self, events) -> None:
-        """Answer with ``events`` (loop thread); later calls do nothing."""
+    def wake(self, parts, last_id: str) -> None:
+        """Answer with the events encoded as JSON in ``parts`` and ``last_id`` (loop thread);
+        later calls do nothing."""
         if self.done:
             return
         self.done = True
@@ -774,18 +969,29 @@ class _Waiter:
         if conn.stream is self:
             conn.stream = None
         self.registry._remove(conn, self.names)
-        last = events[-1].id if events else self.last_id
-        conn.server.complete(conn, self.request, _poll_response(events, last, self.headers))
+        conn.server.complete(conn, self.request, _poll_response(parts, last_id, self.headers))
 
     def expire(self) -> None:
-        self.wake([])
+        self.wake([], self.last_id)
 
 
-def _poll_response(events, last_id: str, headers: tuple = ()) -> Response:
-    body = b'{"events":[' + b",".join(e.json() for e in events) + b'],"last_id":' + \
-        json_bytes(last_id) + b"}"
+def _poll_response(parts, last_id: str, headers: tuple = ()) -> Response:
+    """The long-poll answer: ``parts`` (events as JSON bytes) and the id to poll from next."""
+    body = b'{"events":[' + b",".join(parts) + b'],"last_id":' + json_bytes(last_id) + b"}"
     return Response(body, content_type="application/json",
                     headers=(("Cache-Control", "no-cache"),) + headers)
+
+
+def _fit(events, budget: int) -> list:
+    """The JSON of the oldest ``events`` whose answer stays within ``budget`` bytes."""
+    parts, size = [], 0
+    for event in events:
+        part = event.json()
+        size += len(part) + 1
+        if size > budget:
+            break
+        parts.append(part)
+    return parts
 
 
 @write.dispatch
@@ -798,14 +1004,28 @@ def write(obj: LongPoll, conn: Connection):
     with registry._lock:
         resets, events = registry._catch_up(names, last_id, time.monotonic())
         if resets:
-            events = [registry._reset_event(resets[0], True)]
+            # a poll answers one position: every channel it is behind on reloads, from now
+            resets += [n for n in dict.fromkeys(e.channel for e in events) if n not in resets]
+            reset_events = [registry._reset_event(name, True) for name in resets]
         elif not events:
             position = last_id if registry._parse_id(last_id) is not None else registry.last_id
             waiter = _Waiter(registry, conn, request, names, position, obj.headers)
-            for name in names:
-                registry._subs(registry._get(name), server).waiters[conn] = waiter
+            for ch in registry._get_all(names):  # all or none (503)
+                registry._subs(ch, server).waiters[conn] = waiter
+    if resets:
+        parts = [e.json() for e in reset_events]
+        send_response(_poll_response(parts, reset_events[-1].id, obj.headers), conn)
+        return
     if events:
-        send_response(_poll_response(events, events[-1].id, obj.headers), conn)
+        # the oldest missed events that fit; the client polls again from the last one
+        parts = _fit(events, _budget(server, conn))
+        if parts:
+            last = events[len(parts) - 1].id
+        else:  # the oldest alone passes the budget: its channel reloads, the rest follow
+            with registry._lock:
+                parts = [registry._reset_event(events[0].channel, True, at=events[0]).json()]
+            last = events[0].id
+        send_response(_poll_response(parts, last, obj.headers), conn)
         return
     server.park(conn)
     conn.stream = waiter

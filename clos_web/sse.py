@@ -11,6 +11,20 @@ lines ended by a blank line::
 A multi-line payload becomes one ``data:`` line per line (CR, LF and CRLF all split it), which a
 client joins back with LF. Everything is UTF-8. The ``push`` layer encodes each published event
 once with :func:`encode` and frames it once with :func:`chunk` for HTTP/1.1 subscribers.
+
+A blank line is sent only to end an event that has data. The stream's preamble (``: ok`` and
+``retry:``) and the heartbeats (``: ping``) are lines without a blank line after them: a browser
+applies ``retry:`` when it reads the line and skips comments, so it sees exactly the same events,
+while clients that report every blank-line-terminated block as an event (httpx-sse does, with the
+previous id) see no phantom events. Those lines then sit at the start of the next event's block,
+where the WHATWG parser ignores comments and keeps ``retry:``::
+
+    : ok
+    retry: 2375
+    : ping
+    id: k3f9a-17
+    data: hello
+
 """
 
 from __future__ import annotations
@@ -69,8 +83,30 @@ def comment(text: str = "") -> bytes:
 
 
 def retry_field(milliseconds: int) -> bytes:
-    """``retry: N`` followed by a blank line (tells the client its reconnection delay)."""
-    return b"retry: %d\n\n" % int(milliseconds)
+    """The ``retry: N`` line (the client's reconnection delay), with no blank line after it.
+
+    The client applies it as soon as it reads the line; a blank line would only end an event
+    with no data, which browsers ignore but some clients report as an empty event.
+
+    >>> retry_field(2500)
+    b'retry: 2500\\n'
+    """
+    return b"retry: %d\n" % int(milliseconds)
+
+
+def preamble(retry_milliseconds: int) -> bytes:
+    """What a stream starts with: a ``: ok`` comment (it flushes the headers) and ``retry:``.
+
+    Neither is followed by a blank line, so the first event's block absorbs them.
+
+    >>> preamble(2500)
+    b': ok\\nretry: 2500\\n'
+    """
+    return b": ok\n" + retry_field(retry_milliseconds)
+
+
+HEARTBEAT = b": ping\n"
+"""A heartbeat: one comment line, no blank line (clients skip it; proxies see traffic)."""
 
 
 def chunk(raw: bytes) -> bytes:
@@ -80,4 +116,5 @@ def chunk(raw: bytes) -> bytes:
 
 LAST_CHUNK = b"0\r\n\r\n"
 
-__all__ = ["encode", "encode_body", "comment", "retry_field", "chunk", "LAST_CHUNK"]
+__all__ = ["encode", "encode_body", "comment", "retry_field", "preamble", "HEARTBEAT", "chunk",
+           "LAST_CHUNK"]

@@ -571,6 +571,24 @@ def test_idle_streams_get_comment_heartbeats(push):
     client.close()
 
 
+def test_no_blank_line_ends_a_block_without_data_at_start_or_in_heartbeats(push):
+    """The preamble and heartbeats dispatch nothing (a client such as httpx-sse would report an
+    empty event for each); events, ids and retry still arrive as a browser expects."""
+    server, registry, _ = push(heartbeat=0.2, retry=1.0, retry_jitter=0.0)
+    client = SSEClient(server, "/sub/beats")
+    wait_for(lambda: registry.subscriber_count("beats") == 1)
+    first = registry.publish("beats", "one")
+    client.wait(lambda: client.parser.comments.count(" ping") >= 2, timeout=6)
+    second = registry.publish("beats", "two")
+    events = client.wait_events(2)
+    assert [(e["id"], e["data"]) for e in events] == [(first, "one"), (second, "two")]
+    assert client.parser.retry == 1000
+    assert client.parser.ignored == 0
+    assert b"\n\n" not in client.wire.replace(b"data: one\n\n", b"").replace(
+        b"data: two\n\n", b"")
+    client.close()
+
+
 def test_hello_heartbeat_flag_sets_the_interval():
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -18,7 +18,9 @@ class SSEParser:
 
     ``feed(bytes)`` any split of the stream; dispatched events land in ``events`` as dicts
     ``{"type", "data", "id"}`` (``id`` is the last event ID string at dispatch), comments in
-    ``comments``, and the latest ``retry:`` value in ``retry``.
+    ``comments``, and the latest ``retry:`` value in ``retry``. ``ignored`` counts the blank
+    lines that dispatched nothing (no data): a browser fires no event for them, but clients such
+    as httpx-sse report each one as an empty event, so a stream must not send any.
     """
 
     def __init__(self):
@@ -33,6 +35,7 @@ class SSEParser:
         self.retry = None
         self.events = []
         self.comments = []
+        self.ignored = 0
 
     def feed(self, data: bytes) -> None:
         text = self.decoder.decode(data)
@@ -82,6 +85,7 @@ class SSEParser:
         self.last_id = self.last_id_buffer
         if self.data == "":
             self.event_type = ""
+            self.ignored += 1
             return
         data = self.data[:-1] if self.data.endswith("\n") else self.data
         self.events.append({"type": self.event_type or "message", "data": data,
@@ -156,6 +160,48 @@ def test_a_stream_of_events_parses_the_same_however_it_is_split(events, cuts):
     assert split.events == expected
     assert whole.comments == split.comments == [" ok"]
     assert whole.retry == split.retry == 1500
+
+
+def _old_wire(retry, items, beats):
+    """The stream as it was sent before: ``retry:`` and each heartbeat as its own block."""
+    out = sse.comment("ok") + b"retry: %d\n\n" % retry
+    for i, (data, event) in enumerate(items):
+        out += b": ping\n\n" * beats[i] + sse.encode(data, event, f"e-{i}")
+    return out + b": ping\n\n" * beats[len(items)]
+
+
+def _new_wire(retry, items, beats):
+    out = sse.preamble(retry)
+    for i, (data, event) in enumerate(items):
+        out += sse.HEARTBEAT * beats[i] + sse.encode(data, event, f"e-{i}")
+    return out + sse.HEARTBEAT * beats[len(items)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(items=st.lists(st.tuples(st.one_of(data_text, line_soup), st.none() | field_text),
+                      max_size=6),
+       beats=st.lists(st.integers(0, 3), min_size=7, max_size=7),
+       retry=st.integers(0, 10 ** 6), cuts=st.lists(st.integers(0, 10_000), max_size=12))
+def test_preamble_and_heartbeats_dispatch_nothing_and_browsers_see_the_same_stream(
+        items, beats, retry, cuts):
+    """The preamble and the heartbeats are lines with no blank line after them: a WHATWG parser
+    sees exactly the events, ids and retry it saw when each was its own block, and no blank line
+    ever ends a block without data (which httpx-sse would report as an empty event)."""
+    new = _new_wire(retry, items, beats)
+    old = parse(_old_wire(retry, items, beats))
+    for parser in (parse(new), parse(new, [c % (len(new) + 1) for c in cuts])):
+        assert parser.events == old.events
+        assert parser.retry == old.retry == retry
+        assert parser.last_id == old.last_id
+        assert parser.comments == old.comments
+        assert parser.ignored == 0
+    assert b"\n\n" not in sse.preamble(retry) + sse.HEARTBEAT
+
+
+def test_the_retry_line_is_applied_before_any_event_arrives():
+    parser = parse(sse.preamble(1500) + sse.HEARTBEAT)
+    assert parser.retry == 1500 and parser.events == [] and parser.ignored == 0
+    assert parser.comments == [" ok", " ping"]
 
 
 def test_each_line_of_a_multi_line_payload_is_one_data_line_whatever_the_terminator():
