@@ -179,6 +179,9 @@ class Limits:
     # connections at once from one client address (None: no cap). Off by default: many users
     # may share an address (NAT, a proxy); turn it on where each client has its own.
     max_connections_per_client: int | None = None
+    # a stream (SSE) that delivers no event for this long is ended cleanly; its client
+    # reconnects and resumes (None: streams have no idle deadline)
+    stream_idle_timeout: float | None = None
 
 
 @attrs.define(slots=True, eq=True)

@@ -397,6 +397,8 @@ class Server:
             self.flush(conn)
         elif state == IDLE or state == LINGER:
             self.close(conn)
+        elif state == STREAM and conn.stream is not None:
+            stream_idle(conn.stream, conn)
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -804,7 +806,11 @@ class Server:
         conn.state = STREAM
         conn.stream = stream
         conn.request = None
-        conn.deadline = float("inf")
+        idle = self.limits.stream_idle_timeout
+        if idle is None:
+            conn.deadline = float("inf")
+        else:
+            self.set_deadline(conn, self.now + idle)  # then stream_idle(stream, conn)
         self.enqueue(conn, head)
         self.flush(conn)
 
@@ -893,6 +899,19 @@ def close_stream(stream, conn):
 @close_stream.dispatch
 def close_stream(stream: object, conn: Connection):
     return None
+
+
+@dispatcher.abstract
+def stream_idle(stream, conn):
+    """Called when a stream's idle deadline passes (``Limits.stream_idle_timeout``): end it,
+    or give it a new deadline with ``conn.server.set_deadline`` if it was not idle after all.
+    By default the stream ends cleanly (``shutdown_stream``): a client that still wants it
+    reconnects, so a stream nobody publishes to does not hold its slot for ever."""
+
+
+@stream_idle.dispatch
+def stream_idle(stream: object, conn: Connection):
+    shutdown_stream(stream, conn)
 
 
 @dispatcher.abstract
@@ -1076,7 +1095,7 @@ def error_response(error: HTTPError, conn: Connection):
 
 __all__ = [
     "Server", "Listener", "Connection", "Waker", "process_ready", "buffer_input",
-    "handle_request", "write", "error_response", "close_stream", "shutdown_stream",
+    "handle_request", "write", "error_response", "close_stream", "shutdown_stream", "stream_idle",
     "send_response", "answer",
     "FileSegment",
     "raise_fd_limit", "DEFERRED",

@@ -49,7 +49,10 @@ from .http import (
     HTTPError, Request, Response, header_block, json_bytes, parse_params, response_head,
 )
 from .http import _headers as _check_headers
-from .loop import STREAM as _STREAM, Connection, close_stream, send_response, shutdown_stream, write
+from .loop import (
+    STREAM as _STREAM, Connection, close_stream, send_response, shutdown_stream, stream_idle,
+    write,
+)
 from .responses import with_headers
 
 log = logging.getLogger("clos_web.push")
@@ -191,6 +194,7 @@ class Channel:
     last_id: str | None = None
     subs: dict = attrs.field(factory=dict)  # Server -> _Subs
     bytes: int = 0
+    last_time: float = 0.0  # when the last event was published (monotonic), for idle streams
 
 
 @attrs.define(slots=True, eq=False)
@@ -513,6 +517,7 @@ class Channels:
             chunk = sse.chunk(raw)
             ev = Event(eid, seq, name, etype, data, now, raw, chunk, _event_size(raw, chunk, data))
             ch.last_id = eid
+            ch.last_time = now
             history = ch.history
             if self.history > 0:
                 self._keep(ch, ev)
@@ -724,6 +729,22 @@ def end_stream(conn: Connection) -> None:
             conn.server.push(conn, sse.LAST_CHUNK)
     if not conn.closed:
         conn.server.finish_stream(conn)
+
+
+@stream_idle.dispatch
+def stream_idle(stream: Subscription, conn: Connection):
+    # Idle means no event published on any of its channels for the whole timeout (heartbeats
+    # do not count): then the stream ends cleanly; else its deadline moves on.
+    server = conn.server
+    timeout = server.limits.stream_idle_timeout
+    registry = stream.registry
+    with registry._lock:
+        chans = [registry._channels.get(name) for name in stream.names]
+        last = max((ch.last_time for ch in chans if ch is not None), default=0.0)
+    if timeout is not None and last + timeout > server.now:
+        server.set_deadline(conn, last + timeout)
+    else:
+        end_stream(conn)
 
 
 @shutdown_stream.dispatch

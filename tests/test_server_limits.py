@@ -98,3 +98,32 @@ def test_a_signal_ends_sse_streams_cleanly_and_exits_0(signum):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_stream_with_no_events_ends_cleanly_at_its_idle_deadline(serve):
+    from conftest import load_example
+
+    hello = load_example("hello")
+    server = serve(hello.app, stream_idle_timeout=1.0)
+    with connect(server, timeout=6) as quiet, connect(server, timeout=6) as busy:
+        quiet.sendall(b"GET /sub/quiet HTTP/1.1\r\nHost: x\r\n\r\n")
+        busy.sendall(b"GET /sub/busy HTTP/1.1\r\nHost: x\r\n\r\n")
+        rq, rb = Reader(quiet), Reader(busy)
+        assert rq.read_head()[0] == 200 and rb.read_head()[0] == 200
+        started = time.monotonic()
+        time.sleep(0.5)
+        quiet.settimeout(0.1)
+        with pytest.raises(socket.timeout):  # not ended before its deadline
+            while True:
+                assert quiet.recv(4096) != b"", "ended too early"
+        quiet.settimeout(6)
+        while time.monotonic() - started < 3.5:  # events keep /sub/busy alive
+            hello.channels.publish("busy", "tick")
+            time.sleep(0.25)
+        while not rq.data.endswith(b"0\r\n\r\n"):  # the quiet one ended with its last chunk
+            assert rq._fill(), rq.data[-60:]
+        assert rq.closed()
+        assert time.monotonic() - started < 5
+        busy.settimeout(0.5)
+        rb._fill()
+        assert b"tick" in rb.data and not rb.data.endswith(b"0\r\n\r\n")
