@@ -495,9 +495,10 @@ def _chain(generic: Generic, methods: list, last):
 
 
 def _with_qualified(generic: Generic, befores: tuple, primary, afters: tuple):
-    make = _template("combined", len(generic.params), len(befores), len(afters))
     if len(befores) <= _UNROLL and len(afters) <= _UNROLL:
+        make = _template("combined", len(generic.params), len(befores), len(afters))
         return make(primary, befores, afters, *befores, *afters)
+    make = _template("combined", len(generic.params), _UNROLL + 1, _UNROLL + 1)  # loops
     return make(primary, befores, afters)
 
 
@@ -535,8 +536,7 @@ def _sort(found: list) -> list:
         rest = [method for _, method in group]
         while len(rest) > 1:  # topological sort by plum's partial order, stable
             for method in rest:
-                s = method.signature
-                if not any(o is not method and o.signature <= s and not s <= o.signature
+                if not any(o is not method and _below(o.signature, method.signature)
                            for o in rest):
                     break
             else:
@@ -545,6 +545,14 @@ def _sort(found: list) -> list:
             rest.remove(method)
         out.extend(rest)
     return out
+
+
+def _below(a: Signature, b: Signature) -> bool:
+    """Whether plum orders ``a`` strictly before (more specific than) ``b``."""
+    try:
+        return bool(a <= b) and not b <= a
+    except Exception:  # beartype cannot compare some hints: incomparable
+        return False
 
 
 # --------------------------------------------------------------------------------------------

@@ -251,6 +251,61 @@ def test_standard_method_combination_order():
                      "around A out"]
 
 
+@pytest.mark.parametrize("depth", [3, 10])  # 10 is past the unrolled template: a loop
+def test_many_before_and_after_methods_keep_their_order(depth):
+    chain = [object]
+    for i in range(depth):
+        chain.append(type(f"L{i}", (chain[-1],), {}))
+    trace = []
+
+    @generic
+    def f(x):
+        """Doc."""
+
+    @f.dispatch
+    def f_obj(x: object):
+        trace.append("primary")
+
+    def make(kind, i, cls):
+        def method(x):
+            trace.append((kind, i))
+        method.__annotations__ = {"x": cls}
+        return method
+
+    for i, cls in enumerate(chain[1:]):
+        f.before(make("before", i, cls))
+        f.after(make("after", i, cls))
+
+    f(chain[-1]())
+    befores = [("before", i) for i in reversed(range(depth))]
+    assert trace == befores + ["primary"] + [("after", i) for i in range(depth)]
+
+
+def test_a_decorated_method_may_call_next():
+    import functools
+
+    def logged(fn):
+        @functools.wraps(fn)
+        def wrapper(*args):
+            return fn(*args)
+        return wrapper
+
+    @generic
+    def f(x):
+        """Doc."""
+
+    @f.dispatch
+    def f_obj(x: object):
+        return ["object"]
+
+    @f.dispatch
+    @logged
+    def f_int(x: int):
+        return ["int"] + call_next_method()
+
+    assert f(1) == ["int", "object"]
+
+
 def test_around_that_does_not_call_next_skips_the_rest():
     trace = []
 
