@@ -664,7 +664,7 @@ class Generic:
             f"    try:\n"
             f"        __gf_method = {cache_name}{lookup}\n"
             f"    except __gf_KeyError:\n"
-            f"        return __gf_miss({args})\n"
+            f"        __gf_method = __gf_miss({args})\n"
             f"    return __gf_method({args})\n"
             f"\n"
             f"def __gf_key({self._param_list}):\n"
@@ -711,12 +711,14 @@ class Generic:
         self.function.generation = generation
 
     def _miss(self, *args):
+        """The effective method for a call the cache missed (the caller calls it, outside
+        its ``except KeyError``, so errors are not chained to the miss)."""
         table = self._table
         keys = table.key(*args)
         entry = _lookup(table.cache, keys)
         if entry is None:
             entry = self._fill(table, keys, args)
-        return entry(*args)
+        return entry
 
     def _fill(self, table: _Table, keys: tuple, args: tuple):
         entry, cacheable = self._combine(table.methods, args)

@@ -978,6 +978,24 @@ def test_resolve_of_a_call_resolved_each_time():
     assert f.resolve("a") is f_a
 
 
+def test_first_call_errors_are_not_chained_to_the_cache_miss():
+    @generic
+    def f(x):
+        """Doc."""
+
+    @f.dispatch
+    def f_int(x: int):
+        raise ValueError("bad")
+
+    for _ in range(2):  # the miss, then the cached call
+        with pytest.raises(ValueError) as info:
+            f(1)
+        assert info.value.__context__ is None
+    with pytest.raises(NoApplicableMethod) as info:
+        f("s")
+    assert info.value.__context__ is None
+
+
 def test_cached_call_is_one_lookup_for_a_plain_primary():
     @generic
     def f(x):
