@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import re
 from typing import Any, Callable
-from urllib.parse import unquote
+from urllib.parse import unquote_to_bytes
 
 import attrs
 
@@ -122,7 +122,7 @@ def split_path(path: str) -> list:
     segs = path[1:].split("/") if path.startswith("/") else [path]
     if "%" in path:
         try:
-            segs = [unquote(s, errors="strict") if "%" in s else s for s in segs]
+            segs = [unquote_to_bytes(s).decode("utf-8") if "%" in s else s for s in segs]
         except UnicodeDecodeError:
             raise BadRequest(reason="path is not UTF-8") from None
     return segs
