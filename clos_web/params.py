@@ -24,7 +24,12 @@ an attrs class                 built from a JSON object: the value under the par
 Two parameters are not read from the request's data: one annotated
 :class:`~clos_web.http.Request` (or named ``request`` without annotation) receives the request,
 and one annotated :class:`~clos_web.sessions.Session` receives the client's session (created on
-demand; ``Session | None`` only loads an existing one).
+demand and stored only if the answer is not an error; ``Session | None`` only loads an existing
+one).
+
+Text is Unicode text: a JSON body must be UTF-8 and a string in it holding a lone UTF-16
+surrogate (``"\\ud800"``) is refused with a 400; queries, forms and paths are decoded as
+strict UTF-8, so they cannot carry one.
 
 **Conversion is a generic function**: ``parse_param(kind, raw, bound)`` dispatches on the
 declared type (``type[int]``...) and on the raw value (``str`` from a query or form, ``int``,
@@ -670,7 +675,7 @@ def _session_binder(create: bool):
         store = inp.app.sessions
         session = store.load(inp.request)
         if session is None and create:
-            session = store.create()
+            session = store.create()  # not stored yet: see _compile_general (503 when full)
         if session is not None:
             inp.session = session
             inp.store = store
@@ -890,7 +895,9 @@ def _compile_general(route, binders: tuple) -> Callable:
         for name, bind in binders:
             kwargs[name] = bind(inp, kwargs)
         result = route.handler(**kwargs)
-        if inp.session is not None:
+        # The session is saved (a new one stored, its cookie set) only for a successful
+        # answer: a request refused with a 4xx, raised or returned, leaves no session behind.
+        if inp.session is not None and getattr(result, "status", 200) < 400:
             cookie = inp.store.save(inp.session)
             if cookie is not None:
                 result = with_headers(result, [("Set-Cookie", cookie)])
