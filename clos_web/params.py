@@ -565,7 +565,7 @@ def parse_multipart(body: bytes, content_type_params: str) -> dict:
     if not boundary or len(boundary) > 200:
         raise BadRequest(reason="multipart body without a boundary")
     delim = b"--" + boundary.encode("latin-1")
-    pieces = body.split(b"\r\n" + delim)
+    pieces = body.split(b"\r\n" + delim, 1001)  # more than 1001 pieces: too many parts
     first = pieces[0]
     if not first.startswith(delim):
         raise BadRequest(reason="bad multipart body")
@@ -845,15 +845,17 @@ def _query_plan(route, query_kinds: tuple, keyword_only: frozenset, general: Cal
     generic = False
     for i, (name, kind) in enumerate(query_kinds):
         method = _resolve(kind, "", {})
-        value, expr = "[^&%+]*", f"v{i}"  # any unescaped value, used as is (stock str)
+        value, expr = "[^&%+]*+", f"v{i}"  # any unescaped value, used as is (stock str)
         if method is _STOCK_INT:
-            value, expr = "-?[0-9]{1,100}", f"int(v{i})"  # what the stock int accepts
+            value, expr = "-?+[0-9]{1,100}+", f"int(v{i})"  # what the stock int accepts
         elif method is not _STOCK_STR:
             generic = True
             env[f"m{i}"], env[f"k{i}"] = method, kind
             expr = f"_convert(m{i}, k{i}, v{i}, bound, {name!r})"
         parts.append(f"{re.escape(name)}=({value})")
         converted.append(expr)
+    # Linear: a value's class excludes '&', which starts the next part, so the query splits
+    # one way; the quantifiers are possessive, so a failed match never backtracks into one.
     env["fullmatch"] = re.compile("&".join(parts)).fullmatch
     names = [name for name, _ in query_kinds]
     lines = ["def invoke(request, conn, values):",
