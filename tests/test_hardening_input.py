@@ -224,7 +224,7 @@ ANNOTATIONS = {
     "literal": Literal["a", 1, True], "enum": Suit, "file": UploadedFile,
     "list_int": list[int], "list_str": list[str], "list_point": list[Point],
     "point": Point, "optional_int": int | None,
-    "range": Annotated[int, Range(1, 9)], "frange": Annotated[float, Range(0, 1)],
+    "range": Annotated[int, Range(1, 9)], "frange": Annotated[float, Range(-1.5, 2.5)],
     "length": Annotated[str, Length(1, 5)], "pattern": Annotated[str, Pattern("[a-z]+")],
     "list_length": Annotated[list[int], Length(0, 3)],
 }
