@@ -134,8 +134,8 @@ class App:
     # -- answering ---------------------------------------------------------------------------
 
     def find(self, request: Request) -> Route:
-        """The route for ``request``; raises 404, or 405 with ``Allow``."""
-        return self.router.lookup(request.method, request.path).route
+        """The route for ``request``; raises 404, 405 with ``Allow``, or 308."""
+        return self.router.lookup(request.method, request.path, request.query).route
 
     def body_limit(self, request: Request, default: int) -> int:
         """The body limit for ``request``: its route's ``max_body`` or the server's default.
@@ -169,7 +169,7 @@ class App:
 
     def _handle(self, request: Request, conn):
         try:
-            match = self.router.lookup(request.method, request.path)
+            match = self.router.lookup(request.method, request.path, request.query)
         except MethodNotAllowed as err:
             if request.method == "OPTIONS":
                 allow = dict(err.headers)["Allow"]

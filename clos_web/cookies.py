@@ -32,9 +32,8 @@ def parse_cookies(header: str | None) -> dict:
     out = {}
     if not header:
         return out
-    for n, item in enumerate(header.split(";")):
-        if n >= _MAX_COOKIES:
-            break
+    # at most _MAX_COOKIES + 1 pieces: the last one is the unread rest of the header
+    for item in header.split(";", _MAX_COOKIES)[:_MAX_COOKIES]:
         name, eq, value = item.partition("=")
         name = name.strip()
         if not eq or not name:

@@ -24,7 +24,12 @@ an attrs class                 built from a JSON object: the value under the par
 Two parameters are not read from the request's data: one annotated
 :class:`~clos_web.http.Request` (or named ``request`` without annotation) receives the request,
 and one annotated :class:`~clos_web.sessions.Session` receives the client's session (created on
-demand; ``Session | None`` only loads an existing one).
+demand and stored only if the answer is not an error; ``Session | None`` only loads an existing
+one).
+
+Text is Unicode text: a JSON body must be UTF-8 and a string in it holding a lone UTF-16
+surrogate (``"\\ud800"``) is refused with a 400; queries, forms and paths are decoded as
+strict UTF-8, so they cannot carry one.
 
 **Conversion is a generic function**: ``parse_param(kind, raw, bound)`` dispatches on the
 declared type (``type[int]``...) and on the raw value (``str`` from a query or form, ``int``,
@@ -116,7 +121,12 @@ class Length:
 
 @attrs.define(slots=True, frozen=True)
 class Pattern:
-    """Restriction: the text fully matches ``regex``: ``Annotated[str, Pattern("[a-z]+")]``."""
+    """Restriction: the text fully matches ``regex``: ``Annotated[str, Pattern("[a-z]+")]``.
+
+    The regex runs on client input: keep it unambiguous (no two quantifiers that can share
+    the same characters, as ``(a+)+`` or ``[0-9]+[0-9]*``), or put a ``Length`` first, which
+    is checked before it: ``Annotated[str, Length(1, 64), Pattern(...)]``.
+    """
 
     regex: str
     _compiled: Any = attrs.field(init=False, repr=False, eq=False, hash=False)
@@ -163,13 +173,32 @@ def restrict(restriction, value):
 
 
 _SIGNS = ("+", "-")
-_FLOAT = re.compile(r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]{1,4})?", re.ASCII)
+# A decimal number: sign, digits with an optional fraction (or a fraction alone), exponent.
+# Linear: there is one way to match a text (the digit runs are separated by '.' or 'e', never
+# split between two quantifiers), and every piece is possessive, so a failed match never
+# backtracks into a run. (``[0-9]+\.?[0-9]*`` split a run of digits two ways: quadratic.)
+_FLOAT = re.compile(r"[-+]?+(?:[0-9]++(?:\.[0-9]*+)?+|\.[0-9]++)(?:[eE][-+]?+[0-9]{1,4}+)?+",
+                    re.ASCII)
+_MAX_NUMBER = 1000  # characters: a longer number is refused before any matching
 _TRUE = frozenset(("", "1", "true", "yes", "on"))
 _FALSE = frozenset(("0", "false", "no", "off"))
 
 
 def _show(raw) -> str:
-    text = repr(raw)
+    """A short description of a raw value for a 400's reason; bounded work whatever its size
+    (a JSON array or object is named, never printed)."""
+    if isinstance(raw, (str, bytes)):
+        text = repr(raw[:40])
+    elif isinstance(raw, dict):
+        return "a JSON object"
+    elif isinstance(raw, list):
+        return "a JSON array"
+    elif isinstance(raw, UploadedFile):
+        return "an uploaded file"
+    elif isinstance(raw, int) and raw.bit_length() > 128:
+        return "an integer of 39 digits or more"
+    else:
+        text = repr(raw)
     return text if len(text) <= 40 else text[:37] + "..."
 
 
@@ -187,7 +216,7 @@ def parse_param(kind: type[str], raw: str, bound):
 @parse_param.dispatch
 def parse_param(kind: type[int], raw: str, bound):
     digits = raw[1:] if raw[:1] in _SIGNS else raw
-    if not (digits.isdigit() and digits.isascii()) or len(digits) > 100:
+    if len(digits) > 100 or not (digits.isdigit() and digits.isascii()):
         raise ValueError(f"not an integer: {_show(raw)}")
     return int(raw)
 
@@ -208,7 +237,7 @@ def parse_param(kind: type[int], raw: bool, bound):
 
 @parse_param.dispatch
 def parse_param(kind: type[float], raw: str, bound):
-    if _FLOAT.fullmatch(raw) is None:
+    if len(raw) > _MAX_NUMBER or _FLOAT.fullmatch(raw) is None:
         raise ValueError(f"not a number: {_show(raw)}")
     value = float(raw)
     if not math.isfinite(value):
@@ -218,9 +247,15 @@ def parse_param(kind: type[float], raw: str, bound):
 
 @parse_param.dispatch
 def parse_param(kind: type[float], raw: int | float, bound):
-    if isinstance(raw, bool) or not math.isfinite(raw):
+    if isinstance(raw, bool):
         raise ValueError(f"not a number: {_show(raw)}")
-    return float(raw)
+    try:
+        value = float(raw)  # a JSON integer of 309 digits or more overflows
+    except OverflowError:
+        value = math.inf
+    if not math.isfinite(value):
+        raise ValueError(f"not a finite number: {_show(raw)}")
+    return value
 
 
 @parse_param.dispatch
@@ -273,6 +308,12 @@ def parse_param(kind: type[enum.Enum], raw: object, bound):
     for member in kind:
         if member.name == raw:
             return member
+    raise ValueError(f"not one of {', '.join(str(m.value) for m in kind)}: {_show(raw)}")
+
+
+@parse_param.dispatch
+def parse_param(kind: type[enum.Enum], raw: dict, bound):
+    # (without it an Enum from a JSON object is ambiguous with the attrs method below)
     raise ValueError(f"not one of {', '.join(str(m.value) for m in kind)}: {_show(raw)}")
 
 
@@ -431,22 +472,83 @@ def _parse_body(request: Request):
     if media == "multipart/form-data":
         return ("form", parse_multipart(request.body, params))
     if media == "application/json" or media.endswith("+json"):
-        try:
-            return ("json", json.loads(request.body))
-        except (ValueError, RecursionError) as exc:
-            raise BadRequest(reason=f"bad JSON body: {exc}") from None
+        return ("json", _parse_json(request.body))
     return (None, None)
 
 
-_PARAM = re.compile(r';\s*([A-Za-z0-9_*-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)')
+# A JSON string escape of a UTF-16 surrogate (\uD800-\uDFFF). Linear: a literal, two classes.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _parse_json(body: bytes):
+    """A JSON body's value; 400 unless it is UTF-8 (RFC 8259 8.1; a BOM is ignored) and every
+    string in it (keys included) is Unicode text: a lone surrogate such as ``"\\ud800"`` can
+    be neither encoded nor stored, so it never reaches a parameter.
+
+    >>> _parse_json(b'["\\\\ud83d\\\\ude00"]') == ["\\U0001f600"]  # a pair is one character
+    True
+    """
+    try:
+        text = body.decode("utf-8")  # strict: refuses UTF-8-encoded surrogates too
+    except UnicodeDecodeError as exc:
+        raise BadRequest(reason=f"bad JSON body: not UTF-8 ({exc.reason})") from None
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise BadRequest(reason=f"bad JSON body: {exc}") from None
+    if _SURROGATE_ESCAPE.search(text) is not None and _has_lone_surrogate(value):
+        raise BadRequest(reason="bad JSON body: a string holds a lone UTF-16 surrogate")
+    return value
+
+
+def _has_lone_surrogate(value) -> bool:
+    """Whether a JSON value holds a str (key or value, at any depth) that is not text."""
+    stack = [value]
+    while stack:  # one visit per value: linear; no recursion, whatever the depth
+        item = stack.pop()
+        kind = type(item)
+        if kind is str:
+            if not item.isascii():
+                try:
+                    item.encode("utf-8")
+                except UnicodeEncodeError:
+                    return True
+        elif kind is list:
+            stack.extend(item)
+        elif kind is dict:
+            stack.extend(item)
+            stack.extend(item.values())
+    return False
+
+
+# ``; name=value`` or ``; name="quoted value"`` in Content-Type / Content-Disposition.
+# Linear: the pieces are separated by characters the neighbouring classes exclude (';', '=',
+# '"', a name's characters vs whitespace), so a text matches one way only, and every quantifier
+# is possessive, so a failed attempt is given up without backtracking into a run.
+_PARAM = re.compile(r';\s*+([A-Za-z0-9_*-]++)\s*+=\s*+(?:"((?:[^"\\]++|\\.)*+)"|([^;]*+))',
+                    re.S)
+_QUOTED_PAIR = re.compile(r"\\(.)", re.S)
+
+
+def _unquote_pair(match) -> str:
+    return match[1]  # (a function: faster than the template r"\1" per match)
 
 
 def _header_params(text: str) -> dict:
+    """``{name: value}`` of a header's parameters (names lower-cased, quotes removed).
+
+    >>> _header_params('; name="a \\\\"b\\\\""; filename=x.txt')
+    {'name': 'a "b"', 'filename': 'x.txt'}
+    """
     out = {}
     for m in _PARAM.finditer(";" + text if not text.startswith(";") else text):
-        value = m.group(2).strip()
-        if value.startswith('"'):
-            value = re.sub(r"\\(.)", r"\1", value[1:-1])
+        quoted = m.group(2)
+        if quoted is None:
+            value = m.group(3).strip()
+        else:
+            value = _QUOTED_PAIR.sub(_unquote_pair, quoted) if "\\" in quoted else quoted
         out[m.group(1).lower()] = value
     return out
 
@@ -463,7 +565,7 @@ def parse_multipart(body: bytes, content_type_params: str) -> dict:
     if not boundary or len(boundary) > 200:
         raise BadRequest(reason="multipart body without a boundary")
     delim = b"--" + boundary.encode("latin-1")
-    pieces = body.split(b"\r\n" + delim)
+    pieces = body.split(b"\r\n" + delim, 1001)  # more than 1001 pieces: too many parts
     first = pieces[0]
     if not first.startswith(delim):
         raise BadRequest(reason="bad multipart body")
@@ -573,7 +675,7 @@ def _session_binder(create: bool):
         store = inp.app.sessions
         session = store.load(inp.request)
         if session is None and create:
-            session = store.create()
+            session = store.create()  # not stored yet: see _compile_general (503 when full)
         if session is not None:
             inp.session = session
             inp.store = store
@@ -743,15 +845,17 @@ def _query_plan(route, query_kinds: tuple, keyword_only: frozenset, general: Cal
     generic = False
     for i, (name, kind) in enumerate(query_kinds):
         method = _resolve(kind, "", {})
-        value, expr = "[^&%+]*", f"v{i}"  # any unescaped value, used as is (stock str)
+        value, expr = "[^&%+]*+", f"v{i}"  # any unescaped value, used as is (stock str)
         if method is _STOCK_INT:
-            value, expr = "-?[0-9]{1,100}", f"int(v{i})"  # what the stock int accepts
+            value, expr = "-?+[0-9]{1,100}+", f"int(v{i})"  # what the stock int accepts
         elif method is not _STOCK_STR:
             generic = True
             env[f"m{i}"], env[f"k{i}"] = method, kind
             expr = f"_convert(m{i}, k{i}, v{i}, bound, {name!r})"
         parts.append(f"{re.escape(name)}=({value})")
         converted.append(expr)
+    # Linear: a value's class excludes '&', which starts the next part, so the query splits
+    # one way; the quantifiers are possessive, so a failed match never backtracks into one.
     env["fullmatch"] = re.compile("&".join(parts)).fullmatch
     names = [name for name, _ in query_kinds]
     lines = ["def invoke(request, conn, values):",
@@ -793,7 +897,9 @@ def _compile_general(route, binders: tuple) -> Callable:
         for name, bind in binders:
             kwargs[name] = bind(inp, kwargs)
         result = route.handler(**kwargs)
-        if inp.session is not None:
+        # The session is saved (a new one stored, its cookie set) only for a successful
+        # answer: a request refused with a 4xx, raised or returned, leaves no session behind.
+        if inp.session is not None and getattr(result, "status", 200) < 400:
             cookie = inp.store.save(inp.session)
             if cookie is not None:
                 result = with_headers(result, [("Set-Cookie", cookie)])

@@ -16,7 +16,15 @@ path matches, 404.
 
 Trailing slash policy: ``/a`` and ``/a/`` are different paths (the latter ends with an empty
 segment). When only the other form has a route, a GET or HEAD is redirected to it with 308
-(``Location`` keeps the query); other methods get 404.
+(``Location`` keeps the query); other methods get 404. A redirect never leaves the origin: a
+path whose first segment is empty or starts with a slash or backslash, even encoded
+(``//evil.example/``, ``/\\evil``, ``/%2F%2Fevil``), gets 404 instead, since its other form,
+as a ``Location``, is read by browsers (or by a proxy that decodes it) as another host. Such a
+path is no link of ours, so no client is stranded; collapsing the slashes instead would send
+it to a different route than the one it matched.
+
+Work per lookup is linear in the path's length: one split, one decoding per segment, and a walk
+of the trie that goes no deeper than its deepest route.
 
 >>> router = Router()
 >>> router.add(Route("GET", "/table/{table_id}", handler=print))
@@ -29,7 +37,7 @@ from __future__ import annotations
 
 import re
 from typing import Any, Callable
-from urllib.parse import unquote
+from urllib.parse import unquote_to_bytes
 
 import attrs
 
@@ -124,10 +132,19 @@ def split_path(path: str) -> list:
     segs = path[1:].split("/") if path.startswith("/") else [path]
     if "%" in path:
         try:
-            segs = [unquote(s, errors="strict") if "%" in s else s for s in segs]
+            segs = [unquote_to_bytes(s).decode("utf-8") if "%" in s else s for s in segs]
         except UnicodeDecodeError:
             raise BadRequest(reason="path is not UTF-8") from None
     return segs
+
+
+def _stays_here(segs: list) -> bool:
+    """Whether a path of these (decoded) segments, as a ``Location``, is a path on this origin:
+    its first segment is not empty (``//host`` is another host) and does not start with ``/``
+    or ``\\`` (``/\\host``, ``/%2F%2Fhost``: browsers or decoding proxies read another host).
+    """
+    first = segs[0]
+    return first != "" and first[0] not in "/\\"
 
 
 def _encoded_slash(path: str) -> list:
@@ -192,10 +209,18 @@ class Router:
                 stack.append(node.var)
         return out
 
-    def lookup(self, method: str, path: str) -> Match:
-        """The best route for ``method`` and ``path``; raises 404, 405 (``Allow``) or 308.
+    def lookup(self, method: str, path: str, query: str = "") -> Match:
+        """The best route for ``method`` and ``path``; raises 404, 405 (``Allow``) or 308
+        (``Location``: the other trailing-slash form, with ``?query`` when there is one).
 
         HEAD falls back to a GET route.
+
+        >>> r = Router(); r.add(Route("GET", "/dir/", handler=print))
+        >>> try:
+        ...     r.lookup("GET", "/dir", "page=2")
+        ... except HTTPError as redirect:
+        ...     redirect.status, redirect.headers
+        (308, [('Location', '/dir/?page=2')])
         """
         methods = self.exact.get(path) if "%" not in path else None
         if methods is not None:
@@ -216,8 +241,10 @@ class Router:
             other = segs[:-1] if segs[-1] == "" and len(segs) > 1 else segs + [""]
             oslashes = None if slashes is None else (
                 slashes[:-1] if len(other) < len(segs) else slashes + [False])
-            if self._find(method, other, oslashes) is not None:
+            if _stays_here(segs) and self._find(method, other, oslashes) is not None:
                 location = path[:-1] if path.endswith("/") else path + "/"
+                if query:
+                    location += "?" + query
                 raise HTTPError(308, headers=[("Location", location)])
         raise NotFound(reason="no route for this path")
 

@@ -3,14 +3,18 @@
 Two stores, chosen per app (``app.sessions = ...``):
 
 - :class:`MemorySessions` (the default): the cookie carries a random 256-bit token from
-  ``secrets``; the data stays on the server, in a dict with an idle expiry and a size cap (the
-  least recently used session is dropped past the cap).
+  ``secrets``; the data stays on the server, in a dict with an idle expiry and a size cap. At
+  the cap, once idle sessions are expired, a new session is refused with 503 and
+  ``Retry-After`` (when the oldest session expires): no one's session is evicted to make room,
+  so a flood of anonymous requests cannot log real users out.
 - :class:`SignedCookieSessions`: the data travels in the cookie as JSON, signed with
   HMAC-SHA256; nothing is kept on the server. Values must be JSON-able; the cookie is capped at
   4000 bytes.
 
 A handler parameter ``session: Session`` loads the session named by the request's cookie, or
-creates one (and the response then sets the cookie); ``session: Session | None`` only loads.
+creates one; a new session is stored (and the response sets its cookie) only when the handler's
+answer is a success: a request refused with a 4xx (a bad parameter, a 401/403/404) leaves no
+session behind. ``session: Session | None`` only loads.
 
 >>> store = MemorySessions(idle_timeout=60)
 >>> s = store.create()
@@ -25,15 +29,17 @@ import base64
 import hashlib
 import hmac
 import json
+import math
 import secrets
 import threading
 import time
 from collections import OrderedDict
+from typing import Callable
 
 import attrs
 
 from .cookies import cookie_header, parse_cookies
-from .http import Request
+from .http import HTTPError, Request
 
 
 @attrs.define(slots=True, eq=False)
@@ -79,10 +85,18 @@ _TOKEN_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz01
 class MemorySessions:
     """Server-side sessions: idle expiry (seconds), a cap on their number, cookie attributes.
 
-    >>> store = MemorySessions(max_sessions=2)
-    >>> a, b, c = store.create(), store.create(), store.create()
-    >>> len(store)
-    2
+    ``create()`` makes a session and ``save(session)`` stores it (the handler's binding does
+    both, saving only after a successful answer). At ``max_sessions`` live sessions both raise
+    503 with ``Retry-After``; nothing is evicted. ``clock`` gives the time in seconds
+    (``time.monotonic``; a test may pass its own).
+
+    >>> store = MemorySessions(max_sessions=1)
+    >>> cookie = store.save(store.create())
+    >>> len(store), cookie.split("=")[0]
+    (1, 'session')
+    >>> store.create()
+    Traceback (most recent call last):
+    clos_web.http.HTTPError: 503 too many sessions: try again later
     """
 
     cookie_name: str = "session"
@@ -91,6 +105,7 @@ class MemorySessions:
     secure: bool = False
     samesite: str = "Lax"
     path: str = "/"
+    clock: Callable[[], float] = attrs.field(default=time.monotonic, repr=False)
     _sessions: OrderedDict = attrs.field(factory=OrderedDict)
     _lock: threading.Lock = attrs.field(factory=threading.Lock)
 
@@ -102,7 +117,7 @@ class MemorySessions:
         token = parse_cookies(request.headers.get("cookie")).get(self.cookie_name)
         if not token or len(token) > 100 or not _TOKEN_CHARS.issuperset(token):
             return None
-        now = time.monotonic()
+        now = self.clock()
         with self._lock:
             self._expire(now)
             session = self._sessions.get(token)
@@ -113,20 +128,26 @@ class MemorySessions:
             return session
 
     def create(self) -> Session:
-        """A new session with a fresh random token (256 bits)."""
-        now = time.monotonic()
-        session = Session(secrets.token_urlsafe(32), {}, now, new=True)
+        """A new session with a fresh random token (256 bits), not stored until :meth:`save`;
+        503 (``Retry-After``) when the store is full of live sessions."""
+        now = self.clock()
         with self._lock:
             self._expire(now)
-            self._sessions[session.id] = session
-            while len(self._sessions) > self.max_sessions:
-                self._sessions.popitem(last=False)
-        return session
+            self._check_room(now)
+        return Session(secrets.token_urlsafe(32), {}, now, new=True)
 
     def save(self, session: Session) -> str | None:
-        """The ``Set-Cookie`` value to send after the handler, or None (cookie already set)."""
+        """Store a new session and return its ``Set-Cookie`` value (503 if the store filled up
+        meanwhile); None for a session already stored (its cookie is set)."""
         if not session.new:
             return None
+        now = self.clock()
+        with self._lock:
+            self._expire(now)
+            if session.id not in self._sessions:
+                self._check_room(now)
+                session.last_used = now
+                self._sessions[session.id] = session
         session.new = False
         return cookie_header(self.cookie_name, session.id, path=self.path, secure=self.secure,
                              httponly=True, samesite=self.samesite)
@@ -145,6 +166,14 @@ class MemorySessions:
             if first.last_used > limit:
                 break
             del sessions[token]
+
+    def _check_room(self, now: float) -> None:
+        # (called with the lock held, after _expire)
+        if len(self._sessions) >= self.max_sessions:
+            oldest = next(iter(self._sessions.values()))
+            wait = max(1, math.ceil(oldest.last_used + self.idle_timeout - now))
+            raise HTTPError(503, "too many sessions: try again later",
+                            headers=[("Retry-After", str(wait))])
 
 
 def _b64(data: bytes) -> str:
@@ -185,9 +214,16 @@ class SignedCookieSessions:
         return _b64(hmac.new(self.secret, payload.encode("ascii"), hashlib.sha256).digest())
 
     def decode(self, value: str) -> dict | None:
-        """The data in a cookie value if its signature is good and it has not expired."""
+        """The data in a cookie value if its signature is good and it has not expired; None
+        for anything else (a cookie value is client input: never an error).
+
+        >>> SignedCookieSessions(secret=b"k" * 32).decode("caf\xe9.sig") is None
+        True
+        """
+        if len(value) > 4096 or not value.isascii():
+            return None
         payload, _, sig = value.rpartition(".")
-        if not payload or len(value) > 4096:
+        if not payload:
             return None
         if not hmac.compare_digest(self._sign(payload), sig):
             return None

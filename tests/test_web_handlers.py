@@ -205,11 +205,17 @@ def test_sessions_keep_state_between_requests(serve, store):
 
 
 def test_memory_sessions_expire_when_idle_and_are_capped():
-    store = clos_web.MemorySessions(idle_timeout=0.05, max_sessions=3)
-    made = [store.create() for _ in range(5)]
-    assert len(store) == 3 and made[0].id not in store._sessions
-    time.sleep(0.1)
-    store.create()
+    now = [0.0]
+    store = clos_web.MemorySessions(idle_timeout=0.05, max_sessions=3, clock=lambda: now[0])
+    made = [store.create() for _ in range(3)]
+    assert len(store) == 0  # stored by save, once the answer is a success
+    for session in made:
+        store.save(session)
+    with pytest.raises(clos_web.HTTPError) as err:  # full: refused, and no one is evicted
+        store.create()
+    assert err.value.status == 503 and [s.id for s in made] == list(store._sessions)
+    now[0] += 0.1  # all idle past their timeout
+    store.save(store.create())
     assert len(store) == 1
 
 
