@@ -246,6 +246,7 @@ class Buffer:
     # _read_chunked: bounded, so 1-byte chunks cannot make a body cost 6x its limit in CPU
     _framing: int = 0
     _trailer: int = 0  # trailer field bytes so far (bounded by max_header_bytes)
+    _line_end: int = -1  # where the request line of an incomplete head ends, once found
 
 
 # --------------------------------------------------------------------------------------------
@@ -350,6 +351,7 @@ def _parse_head(buf: Buffer):
         _check_incomplete_head(buf)
         return None
     buf.scanned = 0
+    buf._line_end = -1
     if data.startswith(b"\r\n"):
         # RFC 9112 2.2: a server SHOULD ignore at least one empty line before the request-line.
         i = 0
@@ -375,6 +377,7 @@ def _parse_head(buf: Buffer):
     headers = {}
     raw = []
     special = None
+    repeated = None  # name -> its values, joined once at the end (not once per line: O(n^2))
     if fields:
         for line in fields[:-2].split("\r\n"):
             name, _, value = line.partition(":")
@@ -384,13 +387,22 @@ def _parse_head(buf: Buffer):
             if lname in headers:
                 if lname == "host":
                     raise BadRequest(reason="repeated Host")
-                headers[lname] = headers[lname] + ("; " if lname == "cookie" else ", ") + value
+                if repeated is None:
+                    repeated = {}
+                values = repeated.get(lname)
+                if values is None:
+                    repeated[lname] = [headers[lname], value]
+                else:
+                    values.append(value)
             else:
                 headers[lname] = value
             if lname in _FRAMING:
                 if special is None:
                     special = []
                 special.append((lname, value))
+        if repeated is not None:
+            for lname, values in repeated.items():
+                headers[lname] = ("; " if lname == "cookie" else ", ").join(values)
     if "host" not in headers and version == "HTTP/1.1":
         raise BadRequest(reason="missing Host")
     q = target.find("?")
@@ -477,6 +489,7 @@ def _check_incomplete_head(buf: Buffer) -> None:
             i += 2
         del data[:i]
         buf.scanned = 0
+        buf._line_end = -1
     n = len(data)
     # The first bytes show what cannot be HTTP (a TLS ClientHello starts 0x16 0x03): refuse it
     # now, as nginx does, not when the header deadline passes. A request starts with a method
@@ -485,7 +498,10 @@ def _check_incomplete_head(buf: Buffer) -> None:
     end = m.end()
     if end < n and (end == 0 or data[end] != 0x20) and data != b"\r":  # (half an empty line)
         raise BadRequest(reason="not an HTTP request")
-    line_end = data.find(b"\r\n", 0, limits.max_request_line + 2)
+    line_end = buf._line_end  # found once, then remembered: a slow header costs O(n)
+    if line_end < 0:
+        line_end = buf._line_end = data.find(b"\r\n", max(0, buf.scanned - 1),
+                                             limits.max_request_line + 2)
     if line_end < 0:
         if n > limits.max_request_line + 2:
             raise URITooLong(reason="request line too long")
