@@ -18,6 +18,7 @@ if str(ROOT) not in sys.path:
 from clos_web import Channels, HTTPError  # noqa: E402
 from examples.tabletop.app import tabletop  # noqa: E402
 
+from conftest import wait_for  # noqa: E402
 from test_tabletop_http import Player, events_until, strict_json  # noqa: E402
 
 
@@ -159,13 +160,22 @@ def test_a_move_whose_announcement_fails_changes_nothing(server, tt, table, name
 def test_a_hand_channel_the_registry_cannot_create_refuses_the_join(server, tt, table):
     table_id, ada, bob = table
     cleo = Player(server, "Cleo")
-    before = snapshot(tt, table_id, ada, bob)
-    tt.channels.max_channels = len(tt.channels)  # full: Cleo's hand channel cannot exist
-    status, body = cleo.call("POST", f"/api/tables/{table_id}/join", seat=3)
-    assert status == 503, body
-    assert snapshot(tt, table_id, ada, bob) == before
-    tt.channels.max_channels = 100
-    cleo.ok("POST", f"/api/tables/{table_id}/join", seat=3)
+    # every channel has a live subscriber, so none can make room: the registry is really full
+    streams = [ada.stream(f"/api/tables/{table_id}/events"),
+               bob.stream(f"/api/tables/{table_id}/events"), cleo.stream("/api/lobby/events")]
+    try:
+        wait_for(lambda: all(tt.channels.subscriber_count(name)
+                             for name in tt.channels.names()))
+        before = snapshot(tt, table_id, ada, bob)
+        tt.channels.max_channels = len(tt.channels)  # full: Cleo's hand channel cannot exist
+        status, body = cleo.call("POST", f"/api/tables/{table_id}/join", seat=3)
+        assert status == 503, body
+        assert snapshot(tt, table_id, ada, bob) == before
+        tt.channels.max_channels = 100
+        cleo.ok("POST", f"/api/tables/{table_id}/join", seat=3)
+    finally:
+        for stream in streams:
+            stream.close()
 
 
 def test_opening_and_closing_tables_are_announced_or_not_done(server, tt):
