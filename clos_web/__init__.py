@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import threading
 
-from .app import App, Route, default_app
-from .cookies import cookie_header, cookies, delete_cookie, parse_cookies, set_cookie
-from .middleware import cors, csrf_guard, logging_middleware
-from .params import Length, ParamError, Pattern, Range, UploadedFile, parse_param, restrict
-from .responses import PlainText, as_response, redirect, with_headers
-from .sessions import MemorySessions, Session, SignedCookieSessions
-from .static import StaticFiles
-from .workers import WorkerPool
+from .web.app import App, Route, default_app
+from .web.cookies import cookie_header, cookies, delete_cookie, parse_cookies, set_cookie
+from .web.middleware import cors, csrf_guard, logging_middleware
+from .web.params import Length, ParamError, Pattern, Range, UploadedFile, parse_param, restrict
+from .web.responses import PlainText, as_response, redirect, with_headers
+from .web.sessions import MemorySessions, Session, SignedCookieSessions
+from .web.static import StaticFiles
+from .web.workers import WorkerPool
 from .http import (
     BadRequest, Buffer, HTTPError, HeaderFieldsTooLarge, Limits, MethodNotAllowed, NotFound,
     NotImplementedCoding, PayloadTooLarge, Request, RequestTimeout, Response, URITooLong,

@@ -25,9 +25,9 @@ Declare a generic once, with its docstring; add methods where the classes live::
         return value
 
 ``@gf.dispatch`` (and ``before``/``after``/``around``) returns the function itself, so it can
-be called directly, tested, and given to ``gf.remove_method``; a function named like the
-generic (plum's habit, ``@area.dispatch def area(...)``) gets the generic back instead, so the
-name stays bound to the generic. ``gf.methods`` lists the :class:`Method` records,
+be called directly, tested, and given to ``gf.remove_method``. A method therefore needs a name
+of its own: one named like the generic (plum's habit, ``@area.dispatch def area(...)``) is
+refused with an error saying so, since it would rebind ``area`` to that one method. ``gf.methods`` lists the :class:`Method` records,
 ``gf.resolve(*args)`` returns the effective method, ``gf.generation`` counts changes of the
 method table, :func:`describe` prints it all, and ``gf.__generic__`` is the state behind it.
 
@@ -323,6 +323,17 @@ class Method:
     def __repr__(self) -> str:
         location = self.location.rsplit("/", 1)[-1]
         return f"<method {self.qualifier} {self.show()} {location}>"
+
+
+def _suffix(fn) -> str:
+    """A name suggestion for a method: its first specializer's class, in lower case."""
+    try:
+        hints = typing.get_type_hints(fn)
+        first = next(iter(inspect.signature(fn).parameters))
+        hint = hints.get(first)
+        return getattr(hint, "__name__", "method").lower()
+    except Exception:
+        return "method"
 
 
 def _code_objects(code: types.CodeType):
@@ -781,6 +792,14 @@ class Generic:
     def _add(self, fn, qualifier: str):
         if fn is self.function:
             raise TypeError(f"{self.name} cannot be a method of itself")
+        if getattr(fn, "__name__", None) == self.name:
+            # the decorator returns the method itself, so `@area.dispatch def area(...)`
+            # (plum's habit) would rebind the name `area` to one method, silently
+            raise TypeError(
+                f"a method of {self.name} needs a name of its own: `def {self.name}(...)` "
+                f"under @{self.name}.{'dispatch' if qualifier == PRIMARY else qualifier} would "
+                f"rebind `{self.name}` to this method (the decorator returns the function); "
+                f"call it e.g. `{self.name}_{_suffix(fn)}`")
         method = self._method(fn, qualifier)
         with self._lock:
             methods = list(self._table.methods)
@@ -791,9 +810,7 @@ class Generic:
             else:
                 methods.append(method)
             self._install(tuple(methods))
-        # `@area.dispatch def area(...)` (plum's habit) must not rebind the name `area` to the
-        # method: then the generic is returned. Otherwise the function itself.
-        return self.function if getattr(fn, "__name__", None) == self.name else fn
+        return fn
 
     def _method(self, fn, qualifier: str) -> Method:
         if not callable(fn):

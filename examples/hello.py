@@ -8,7 +8,7 @@ import argparse
 import logging
 
 from clos_web import App, BadRequest, Channels, Response, channel, serve
-from clos_web.responses import PlainText
+from clos_web import PlainText
 
 
 app = App()

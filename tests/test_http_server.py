@@ -9,7 +9,7 @@ import time
 import pytest
 
 from clos_web import App, HTTPError, Response
-from clos_web.http import _STATUS_LINES
+from clos_web.http.head import _STATUS_LINES
 
 from conftest import Reader, connect, request, wait_for
 

@@ -27,14 +27,16 @@ import attrs
 import pytest
 
 from clos_web import App, HTTPError, Request, Route, SignedCookieSessions, parse_param
-from clos_web import http, params, sse
-from clos_web.cookies import _COOKIE_VALUE, _TOKEN, parse_cookies
+from clos_web.http import grammar as http
+from clos_web.push import sse
+from clos_web.web import params
+from clos_web.web.cookies import _COOKIE_VALUE, _TOKEN, parse_cookies
 from clos_web.http import Buffer, Limits, parse, parse_params
-from clos_web.params import Choice, _header_params, _spec, parse_multipart, parse_query
+from clos_web.web.params import Choice, _header_params, _spec, parse_multipart, parse_query
 from clos_web.push import Channels
-from clos_web.routing import Router, split_path
-from clos_web.sessions import MemorySessions
-from clos_web.static import _byte_range, _parse_date
+from clos_web.web.routing import Router, split_path
+from clos_web.web.sessions import MemorySessions
+from clos_web.web.static import _byte_range, _parse_date
 
 SMALL, LARGE = 100_000, 1_000_000
 MAX_RATIO = 40          # a linear function gives about 10

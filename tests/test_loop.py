@@ -349,7 +349,7 @@ def test_stop_lets_an_in_flight_request_finish(serve):
 
 def test_deadlines_for_100_000_connections_cost_one_bucket_append_each():
     """Timers are coarse buckets: setting a deadline is O(1), a sweep touches only due ones."""
-    from clos_web.loop import Connection, IDLE
+    from clos_web.loop.server import Connection, IDLE
 
     server = clos_web.Server(App())
     server._swept = 1000

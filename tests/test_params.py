@@ -16,7 +16,7 @@ from clos_web import (
     parse_param,
 )
 from clos_web.http import parse
-from clos_web.params import parse_multipart, parse_query
+from clos_web.web.params import parse_multipart, parse_query
 
 
 def get(app, target, **headers):

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from clos_web import Channels, HTTPError
-from clos_web.push import Subscription, _channel_size
+from clos_web.push.channels import Subscription, _channel_size
 
 from conftest import request, wait_for
 from test_push import SSEClient, data_of, push  # noqa: F401 (push is a fixture)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from clos_web import App, HTTPError, MethodNotAllowed, NotFound
-from clos_web.routing import Route, Router, split_path, split_pattern
+from clos_web.web.routing import Route, Router, split_path, split_pattern
 
 
 def _router(*specs):

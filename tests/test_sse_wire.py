@@ -9,7 +9,7 @@ import re
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from clos_web import sse
+from clos_web.push import sse
 from clos_web.push import Channels, Event, Message, encode_event
 
 

@@ -18,7 +18,7 @@ from clos_web import (
     set_cookie,
 )
 from clos_web.loop import Connection, send_response
-from clos_web.responses import PlainText
+from clos_web import PlainText
 
 from conftest import Reader, connect, request
 

@@ -23,8 +23,8 @@ import stat
 
 import attrs
 
-from .http import NotFound, Request, Response, header_block, response_head
-from .loop import Connection, FileSegment, write
+from ..http import NotFound, Request, Response, header_block, response_head
+from ..loop import Connection, FileSegment, write
 from .responses import as_response, with_headers
 
 

@@ -26,11 +26,12 @@ from typing import Any, Callable
 
 import attrs
 
-from ._generic import dispatcher
-from .http import (
-    Buffer, HTTPError, Limits, Request, RequestTimeout, Response, _parse_buffer,
-    encode_response, header_block, json_bytes, response_head,
+from .._generic import dispatcher
+from ..http import (
+    Buffer, HTTPError, Limits, Request, RequestTimeout, Response, encode_response, header_block,
+    json_bytes, response_head,
 )
+from ..http.parser import _parse_buffer
 
 log = logging.getLogger("clos_web")
 

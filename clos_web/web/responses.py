@@ -12,9 +12,9 @@ import enum
 
 import attrs
 
-from ._generic import dispatcher
-from .http import Response, date_line, head_end, header_block, json_bytes, response_head
-from .loop import Connection, send_response, write
+from .._generic import dispatcher
+from ..http import Response, date_line, head_end, header_block, json_bytes, response_head
+from ..loop import Connection, send_response, write
 
 
 def _jsonable(obj):

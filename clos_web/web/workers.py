@@ -19,8 +19,8 @@ from typing import Callable
 
 import attrs
 
-from .http import HTTPError
-from .loop import DEFERRED
+from ..http import HTTPError
+from ..loop import DEFERRED
 
 
 @attrs.define(slots=True, eq=False)

@@ -19,7 +19,7 @@ import re
 import time
 from typing import Callable, Iterable
 
-from .http import HTTPError, Request, Response
+from ..http import HTTPError, Request, Response
 from .responses import with_headers
 
 access_log = logging.getLogger("clos_web.access")

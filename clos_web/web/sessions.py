@@ -39,7 +39,7 @@ from typing import Callable
 import attrs
 
 from .cookies import cookie_header, parse_cookies
-from .http import HTTPError, Request
+from ..http import HTTPError, Request
 
 
 @attrs.define(slots=True, eq=False)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from email.utils import formatdate
 
-from .http import Request
+from ..http import Request
 
 _TOKEN = re.compile(r"[-!#$%&'*+.^_`|~0-9A-Za-z]+")
 # cookie-octet = %x21 / %x23-2B / %x2D-3A / %x3C-5B / %x5D-7E  (RFC 6265 4.1.1)

@@ -41,7 +41,7 @@ from urllib.parse import unquote_to_bytes
 
 import attrs
 
-from .http import BadRequest, HTTPError, MethodNotAllowed, NotFound
+from ..http import BadRequest, HTTPError, MethodNotAllowed, NotFound
 
 _VAR = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _REST = re.compile(r"\{\*([A-Za-z_][A-Za-z0-9_]*)\}")

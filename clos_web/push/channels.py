@@ -44,16 +44,16 @@ from typing import Any
 import attrs
 
 from . import sse
-from ._generic import dispatcher
-from .http import (
+from .._generic import dispatcher
+from ..http import (
     HTTPError, Request, Response, header_block, json_bytes, parse_params, response_head,
 )
-from .http import _headers as _check_headers
-from .loop import (
+from ..http.head import _headers as _check_headers
+from ..loop.server import (
     STREAM as _STREAM, Connection, close_stream, send_response, shutdown_stream, stream_idle,
     write,
 )
-from .responses import with_headers
+from ..web.responses import with_headers
 
 log = logging.getLogger("clos_web.push")
 

@@ -28,7 +28,7 @@ from typing import Any, Callable
 
 import attrs
 
-from .http import HTTPError, MethodNotAllowed, Request, Response
+from ..http import HTTPError, MethodNotAllowed, Request, Response
 from .params import compile_handler, wants_request
 from .routing import Route, Router, split_pattern
 from .sessions import MemorySessions

@@ -64,9 +64,9 @@ from typing import Annotated, Any, Callable, Literal, Union, get_args, get_origi
 
 import attrs
 
-from ._generic import dispatcher
-from .http import BadRequest, Request, Response, json_bytes, parse_params
-from .loop import Connection, error_response, send_response
+from .._generic import dispatcher
+from ..http import BadRequest, Request, Response, json_bytes, parse_params
+from ..loop import Connection, error_response, send_response
 from .responses import with_headers
 from .sessions import Session
 
