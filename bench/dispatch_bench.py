@@ -1,4 +1,4 @@
-"""Cached-call overhead of clos_web.generic, against a direct call and against plum.
+"""Cached-call overhead of clos_web.clos, against a direct call and against plum.
 
 A benchmark, not a test: it prints and never fails. For each case it times a call through the
 generic function (after a first call has filled its cache) and the direct call of the method
@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import plum  # noqa: E402
 
-from clos_web.generic import call_next_method, generic  # noqa: E402
+from clos_web.clos import call_next_method, generic  # noqa: E402
 
 TARGET_US = 0.25
 

@@ -25,7 +25,7 @@ from .push import (
     Channel, Channels, Event, EventStream, LongPoll, Message, channel, channels, encode_event,
     end_stream, publish, subscribe, unsubscribe,
 )
-from ._generic import dispatcher
+from .clos import call_next_method, describe, generic, next_method_p
 
 
 def start(app, port: int = 0, host: str = "127.0.0.1", *, background: bool = True,
@@ -54,7 +54,8 @@ __all__ = [
     "PayloadTooLarge", "URITooLong", "HeaderFieldsTooLarge", "NotImplementedCoding",
     "VersionNotSupported", "parse", "parse_params", "process_ready", "buffer_input",
     "handle_request", "write", "error_response", "Connection", "Listener", "Waker",
-    "DEFERRED", "raise_fd_limit", "dispatcher", "send_response",
+    "DEFERRED", "raise_fd_limit", "generic", "call_next_method", "next_method_p", "describe",
+    "send_response",
     "default_app", "parse_param", "restrict", "Range", "Length", "Pattern", "UploadedFile",
     "ParamError", "PlainText", "redirect", "as_response", "with_headers", "cookies", "parse_cookies",
     "cookie_header", "set_cookie", "delete_cookie", "Session", "MemorySessions",

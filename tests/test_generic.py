@@ -1,4 +1,4 @@
-"""clos_web.generic: CLOS generic functions (standard method combination) over plum.
+"""clos_web.clos: CLOS generic functions (standard method combination) over plum.
 
 Unit tests for every rule (qualified-method order, call_next_method with and without new
 arguments, next_method_p, errors, redefinition, removal, describe, type[X], unions, None,
@@ -17,8 +17,8 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from clos_web import generic as generic_module
-from clos_web.generic import (
+from clos_web import clos as generic_module
+from clos_web.clos import (
     CACHE_LIMIT,
     GenericError,
     Method,
@@ -530,7 +530,7 @@ def g_inner_generic(x):
 
 
 def test_call_next_method_through_an_alias_is_detected():
-    from clos_web.generic import call_next_method as cnm
+    from clos_web.clos import call_next_method as cnm
 
     @generic
     def f(x):

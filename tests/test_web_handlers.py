@@ -137,13 +137,13 @@ def test_repl_changes_take_effect_on_a_running_server(serve):
     assert request(server, GET("/card?c=ace"))[0] == 400  # no parse_param for Card yet
 
     @clos_web.parse_param.dispatch
-    def parse_param(kind: type[Card], raw: str, bound):
+    def parse_card(kind: type[Card], raw: str, bound):
         return Card(raw)
 
     assert request(server, GET("/card?c=ace"))[0] == 500  # parsed, but no write for Card
 
     @clos_web.write.dispatch
-    def write(obj: Card, conn: Connection):
+    def write_card(obj: Card, conn: Connection):
         send_response(Response(f"card {obj.rank}", content_type="text/plain"), conn)
 
     assert request(server, GET("/card?c=ace"))[2] == b"card ace"

@@ -16,7 +16,7 @@ from urllib.parse import parse_qs
 
 import attrs
 
-from .._generic import dispatcher
+from ..clos import generic
 from .errors import (
     BadRequest, HTTPError, HeaderFieldsTooLarge, NotImplementedCoding, PayloadTooLarge,
     URITooLong, VersionNotSupported,
@@ -113,7 +113,7 @@ class Buffer:
 # The generic functions
 
 
-@dispatcher.abstract
+@generic
 def parse(source):
     """Parse an HTTP request.
 
@@ -123,7 +123,7 @@ def parse(source):
     """
 
 
-@dispatcher.abstract
+@generic
 def parse_params(query):
     """Parse a query string or urlencoded body into ``{name: [values...]}``.
 
@@ -132,12 +132,12 @@ def parse_params(query):
 
 
 @parse_params.dispatch
-def parse_params(query: None):
+def parse_params_none(query: None):
     return {}
 
 
 @parse_params.dispatch
-def parse_params(query: str):
+def parse_params_str(query: str):
     try:
         return parse_qs(query, keep_blank_values=True, strict_parsing=False, max_num_fields=1000,
                         errors="strict")
@@ -146,7 +146,7 @@ def parse_params(query: str):
 
 
 @parse_params.dispatch
-def parse_params(query: bytes):
+def parse_params_bytes(query: bytes):
     try:
         return parse_params(query.decode("utf-8"))
     except UnicodeDecodeError:
@@ -154,7 +154,7 @@ def parse_params(query: bytes):
 
 
 @parse.dispatch
-def parse(source: bytes):
+def parse_bytes(source: bytes):
     buf = Buffer(limits=Limits(max_body=max(len(source), 1)))
     buf.data += source
     request = _parse_buffer(buf)
@@ -164,12 +164,12 @@ def parse(source: bytes):
 
 
 @parse.dispatch
-def parse(source: bytearray):
+def parse_bytearray(source: bytearray):
     return parse(bytes(source))
 
 
 @parse.dispatch
-def parse(source: Buffer):
+def parse_buffer(source: Buffer):
     return _parse_buffer(source)
 
 

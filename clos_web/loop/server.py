@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 import attrs
 
-from .._generic import dispatcher
+from ..clos import generic
 from ..http import (
     Buffer, HTTPError, Limits, Request, RequestTimeout, Response, encode_response, header_block,
     json_bytes, response_head,
@@ -129,7 +129,7 @@ class Connection:
 # Generic functions of the loop protocol
 
 
-@dispatcher.abstract
+@generic
 def process_ready(ready, server):
     """Handle one ready object from the selector.
 
@@ -139,18 +139,18 @@ def process_ready(ready, server):
     """
 
 
-@dispatcher.abstract
+@generic
 def buffer_input(conn):
     """Read what is ready on ``conn`` into its buffer; return the byte count: 0 at EOF (or a
     reset), -1 when nothing was ready after all."""
 
 
-@dispatcher.abstract
+@generic
 def handle_request(conn, request):
     """Answer one complete ``request`` on ``conn`` (route it, call the handler, ``write``)."""
 
 
-@dispatcher.abstract
+@generic
 def write(obj, conn):
     """Serialise ``obj`` (a Response, str, bytes, JSON-able value, SSE event...) onto ``conn``.
 
@@ -158,7 +158,7 @@ def write(obj, conn):
     """
 
 
-@dispatcher.abstract
+@generic
 def error_response(error, conn):
     """Answer ``conn`` with an error: ``error`` is an :class:`HTTPError` or a status ``int``."""
 
@@ -891,18 +891,18 @@ class _GcSweeper:
         gc.freeze()
 
 
-@dispatcher.abstract
+@generic
 def close_stream(stream, conn):
     """Called when a connection with a ``conn.stream`` closes, whatever the reason: release
     what the stream holds (the push layer unsubscribes it from every channel)."""
 
 
 @close_stream.dispatch
-def close_stream(stream: object, conn: Connection):
+def close_stream_object(stream: object, conn: Connection):
     return None
 
 
-@dispatcher.abstract
+@generic
 def stream_idle(stream, conn):
     """Called when a stream's idle deadline passes (``Limits.stream_idle_timeout``): end it,
     or give it a new deadline with ``conn.server.set_deadline`` if it was not idle after all.
@@ -911,17 +911,17 @@ def stream_idle(stream, conn):
 
 
 @stream_idle.dispatch
-def stream_idle(stream: object, conn: Connection):
+def stream_idle_object(stream: object, conn: Connection):
     shutdown_stream(stream, conn)
 
 
-@dispatcher.abstract
+@generic
 def shutdown_stream(stream, conn):
     """End a stream gracefully when its server stops (a protocol may send a last frame)."""
 
 
 @shutdown_stream.dispatch
-def shutdown_stream(stream: object, conn: Connection):
+def shutdown_stream_object(stream: object, conn: Connection):
     conn.server.finish_stream(conn)
 
 
@@ -930,17 +930,17 @@ def shutdown_stream(stream: object, conn: Connection):
 
 
 @process_ready.dispatch
-def process_ready(ready: Listener, server: Server):
+def process_ready_listener(ready: Listener, server: Server):
     server.accept()
 
 
 @process_ready.dispatch
-def process_ready(ready: Connection, server: Server):
+def process_ready_connection(ready: Connection, server: Server):
     server.on_readable(ready)
 
 
 @process_ready.dispatch
-def process_ready(ready: Waker, server: Server):
+def process_ready_waker(ready: Waker, server: Server):
     try:
         while ready.rsock.recv(4096):
             pass
@@ -950,7 +950,7 @@ def process_ready(ready: Waker, server: Server):
 
 
 @buffer_input.dispatch
-def buffer_input(conn: Connection):
+def buffer_input_connection(conn: Connection):
     scratch = conn.server.scratch
     try:
         n = conn.sock.recv_into(scratch)
@@ -968,7 +968,7 @@ def buffer_input(conn: Connection):
 
 
 @handle_request.dispatch
-def handle_request(conn: Connection, request: Request):
+def handle_request_connection(conn: Connection, request: Request):
     server = conn.server
     try:
         result = server.app.handle(request, conn)
@@ -1052,37 +1052,37 @@ def send_response(response: Response, conn: Connection) -> None:
 
 
 @write.dispatch
-def write(obj: Response, conn: Connection):
+def write_response(obj: Response, conn: Connection):
     send_response(obj, conn)
 
 
 @write.dispatch
-def write(obj: str, conn: Connection):
+def write_str(obj: str, conn: Connection):
     send_response(Response(obj, content_type="text/html"), conn)
 
 
 @write.dispatch
-def write(obj: bytes, conn: Connection):
+def write_bytes(obj: bytes, conn: Connection):
     send_response(Response(obj, content_type="application/octet-stream"), conn)
 
 
 @write.dispatch
-def write(obj: dict | list, conn: Connection):
+def write_dict_list(obj: dict | list, conn: Connection):
     send_response(Response(json_bytes(obj), content_type="application/json"), conn)
 
 
 @write.dispatch
-def write(obj: None, conn: Connection):
+def write_none(obj: None, conn: Connection):
     send_response(Response(b"", status=204), conn)
 
 
 @error_response.dispatch
-def error_response(error: int, conn: Connection):
+def error_response_int(error: int, conn: Connection):
     error_response(HTTPError(error), conn)
 
 
 @error_response.dispatch
-def error_response(error: HTTPError, conn: Connection):
+def error_response_http_error(error: HTTPError, conn: Connection):
     text = f"{error.status} {error.reason}\n"
     debug_text = getattr(error, "debug_text", None)
     if debug_text:

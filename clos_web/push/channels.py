@@ -44,7 +44,7 @@ from typing import Any
 import attrs
 
 from . import sse
-from .._generic import dispatcher
+from ..clos import generic
 from ..http import (
     HTTPError, Request, Response, header_block, json_bytes, parse_params, response_head,
 )
@@ -118,7 +118,7 @@ class Message:
     event: str | None = None
 
 
-@dispatcher.abstract
+@generic
 def encode_event(message):
     """Decide how ``message`` goes on the wire: return ``(event_type_or_None, data_text)``.
 
@@ -127,34 +127,34 @@ def encode_event(message):
     method to publish a new class::
 
         @encode_event.dispatch
-        def encode_event(message: Card):
+        def encode_event_card(message: Card):
             return "card", f"{message.rank}{message.suit}"
     """
 
 
 @encode_event.dispatch
-def encode_event(message: str):
+def encode_event_str(message: str):
     return None, message
 
 
 @encode_event.dispatch
-def encode_event(message: bytes):
+def encode_event_bytes(message: bytes):
     return None, message.decode("utf-8")
 
 
 @encode_event.dispatch
-def encode_event(message: dict | list | int | float | bool):
+def encode_event_json(message: dict | list | int | float | bool):
     return None, json.dumps(message, separators=(",", ":"), ensure_ascii=False)
 
 
 @encode_event.dispatch
-def encode_event(message: Message):
+def encode_event_message(message: Message):
     event, data = encode_event(message.data)
     return message.event if message.event is not None else event, data
 
 
 @encode_event.dispatch
-def encode_event(message: object):
+def encode_event_object(message: object):
     if attrs.has(type(message)):
         return type(message).__name__, json.dumps(
             attrs.asdict(message), separators=(",", ":"), ensure_ascii=False, default=str)
@@ -732,7 +732,7 @@ def end_stream(conn: Connection) -> None:
 
 
 @stream_idle.dispatch
-def stream_idle(stream: Subscription, conn: Connection):
+def stream_idle_subscription(stream: Subscription, conn: Connection):
     # Idle means no event published on any of its channels for the whole timeout (heartbeats
     # do not count): then the stream ends cleanly; else its deadline moves on.
     server = conn.server
@@ -748,7 +748,7 @@ def stream_idle(stream: Subscription, conn: Connection):
 
 
 @shutdown_stream.dispatch
-def shutdown_stream(stream: Subscription, conn: Connection):
+def shutdown_stream_subscription(stream: Subscription, conn: Connection):
     end_stream(conn)  # the last chunk, then close
 
 
@@ -756,7 +756,7 @@ def shutdown_stream(stream: Subscription, conn: Connection):
 # The generic functions of the push protocol
 
 
-@dispatcher.abstract
+@generic
 def publish(channel, message):
     """Publish ``message`` on ``channel``; return the event id. Safe from any thread.
 
@@ -769,43 +769,43 @@ def publish(channel, message):
 
 
 @publish.dispatch
-def publish(channel: str, message):
+def publish_str(channel: str, message):
     return channels.publish(channel, message)
 
 
 @publish.dispatch
-def publish(channel: Channel, message):
+def publish_channel(channel: Channel, message):
     return channel.registry.publish(channel.name, message)
 
 
-@dispatcher.abstract
+@generic
 def subscribe(channel, conn):
     """Add ``channel`` (a name or :class:`Channel`) to the SSE stream on ``conn`` (live events
     from now on). Call it on the loop thread, e.g. from a handler or a ``close_stream`` method."""
 
 
 @subscribe.dispatch
-def subscribe(channel: str, conn: Connection):
+def subscribe_str(channel: str, conn: Connection):
     sub = _subscription(conn)
     sub.registry._add(sub, channel)
 
 
 @subscribe.dispatch
-def subscribe(channel: Channel, conn: Connection):
+def subscribe_channel(channel: Channel, conn: Connection):
     sub = _subscription(conn)
     if sub.registry is not channel.registry:
         raise ValueError("the channel belongs to another registry than the stream")
     sub.registry._add(sub, channel.name)
 
 
-@dispatcher.abstract
+@generic
 def unsubscribe(channel, conn):
     """Remove ``channel`` (a name or :class:`Channel`) from the stream on ``conn``; ``None``
     removes every channel (the stream stays open)."""
 
 
 @unsubscribe.dispatch
-def unsubscribe(channel: str, conn: Connection):
+def unsubscribe_str(channel: str, conn: Connection):
     sub = _subscription(conn)
     if channel in sub.names:
         sub.names.remove(channel)
@@ -813,12 +813,12 @@ def unsubscribe(channel: str, conn: Connection):
 
 
 @unsubscribe.dispatch
-def unsubscribe(channel: Channel, conn: Connection):
+def unsubscribe_channel(channel: Channel, conn: Connection):
     unsubscribe(channel.name, conn)
 
 
 @unsubscribe.dispatch
-def unsubscribe(channel: None, conn: Connection):
+def unsubscribe_none(channel: None, conn: Connection):
     sub = _subscription(conn)
     names, sub.names = sub.names, []
     sub.registry._remove(conn, names)
@@ -879,12 +879,12 @@ class LongPoll:
 
 
 @with_headers.dispatch
-def with_headers(result: EventStream, headers):
+def with_headers_event_stream(result: EventStream, headers):
     return attrs.evolve(result, headers=result.headers + tuple(headers))
 
 
 @with_headers.dispatch
-def with_headers(result: LongPoll, headers):
+def with_headers_long_poll(result: LongPoll, headers):
     return attrs.evolve(result, headers=result.headers + tuple(headers))
 
 
@@ -923,7 +923,7 @@ _SSE_FIELDS = header_block([("Content-Type", "text/event-stream"),
 
 
 @write.dispatch
-def write(obj: EventStream, conn: Connection):
+def write_event_stream(obj: EventStream, conn: Connection):
     request = conn.request
     server = conn.server
     registry = obj.registry if obj.registry is not None else channels
@@ -963,7 +963,7 @@ def _budget(server, conn: Connection | None = None) -> int:
 
 
 @close_stream.dispatch
-def close_stream(stream: Subscription, conn: Connection):
+def close_stream_subscription(stream: Subscription, conn: Connection):
     names, stream.names = stream.names, []
     stream.registry._remove(conn, names)
 
@@ -1016,7 +1016,7 @@ def _fit(events, budget: int) -> list:
 
 
 @write.dispatch
-def write(obj: LongPoll, conn: Connection):
+def write_long_poll(obj: LongPoll, conn: Connection):
     request = conn.request
     server = conn.server
     registry = obj.registry if obj.registry is not None else channels
@@ -1054,7 +1054,7 @@ def write(obj: LongPoll, conn: Connection):
 
 
 @close_stream.dispatch
-def close_stream(stream: _Waiter, conn: Connection):
+def close_stream_waiter(stream: _Waiter, conn: Connection):
     stream.done = True
     stream.registry._remove(conn, stream.names)
 

@@ -37,7 +37,7 @@ declared type (``type[int]``...) and on the raw value (``str`` from a query or f
 time, even while serving::
 
     @parse_param.dispatch
-    def parse_param(kind: type[Table], raw: str, bound):
+    def parse_param_table_str(kind: type[Table], raw: str, bound):
         return tables[parse_param(int, raw, bound)]
 
 **Ordering rule**: parameters are bound one by one in the order of the handler's signature.
@@ -64,7 +64,7 @@ from typing import Annotated, Any, Callable, Literal, Union, get_args, get_origi
 
 import attrs
 
-from .._generic import dispatcher
+from ..clos import generic
 from ..http import BadRequest, Request, Response, json_bytes, parse_params
 from ..loop import Connection, error_response, send_response
 from .responses import with_headers
@@ -152,7 +152,7 @@ class ParamError(BadRequest):
 # Generic functions
 
 
-@dispatcher.abstract
+@generic
 def parse_param(kind, raw, bound):
     """Convert ``raw`` (a ``str`` from the query or a form, a JSON value, an
     :class:`UploadedFile`) to the declared type ``kind``; ``bound`` holds the parameters bound
@@ -163,7 +163,7 @@ def parse_param(kind, raw, bound):
     """
 
 
-@dispatcher.abstract
+@generic
 def restrict(restriction, value):
     """Check ``value`` against a restriction (``Range``, ``Length``, ``Pattern``...); raise
     ``ValueError(reason)`` when it fails.
@@ -203,40 +203,36 @@ def _show(raw) -> str:
 
 
 @parse_param.dispatch
-def parse_param(kind: object, raw: object, bound):
+def parse_param_object_object(kind: object, raw: object, bound):
     name = getattr(kind, "__name__", None) or repr(kind)
     raise ValueError(f"expected {name}, got {_show(raw)}")
 
 
 @parse_param.dispatch
-def parse_param(kind: type[str], raw: str, bound):
+def parse_param_str_str(kind: type[str], raw: str, bound):
     return raw
 
 
 @parse_param.dispatch
-def parse_param(kind: type[int], raw: str, bound):
+def parse_param_int_str(kind: type[int], raw: str, bound):
     digits = raw[1:] if raw[:1] in _SIGNS else raw
     if len(digits) > 100 or not (digits.isdigit() and digits.isascii()):
         raise ValueError(f"not an integer: {_show(raw)}")
     return int(raw)
 
 
-_STOCK_STR = parse_param.resolve_method((str, "", None))[0]
-_STOCK_INT = parse_param.resolve_method((int, "", None))[0]
-
-
 @parse_param.dispatch
-def parse_param(kind: type[int], raw: int, bound):
+def parse_param_int_int(kind: type[int], raw: int, bound):
     return raw
 
 
 @parse_param.dispatch
-def parse_param(kind: type[int], raw: bool, bound):
+def parse_param_int_bool(kind: type[int], raw: bool, bound):
     raise ValueError(f"not an integer: {_show(raw)}")
 
 
 @parse_param.dispatch
-def parse_param(kind: type[float], raw: str, bound):
+def parse_param_float_str(kind: type[float], raw: str, bound):
     if len(raw) > _MAX_NUMBER or _FLOAT.fullmatch(raw) is None:
         raise ValueError(f"not a number: {_show(raw)}")
     value = float(raw)
@@ -246,7 +242,7 @@ def parse_param(kind: type[float], raw: str, bound):
 
 
 @parse_param.dispatch
-def parse_param(kind: type[float], raw: int | float, bound):
+def parse_param_float_number(kind: type[float], raw: int | float, bound):
     if isinstance(raw, bool):
         raise ValueError(f"not a number: {_show(raw)}")
     try:
@@ -259,7 +255,7 @@ def parse_param(kind: type[float], raw: int | float, bound):
 
 
 @parse_param.dispatch
-def parse_param(kind: type[bool], raw: str, bound):
+def parse_param_bool_str(kind: type[bool], raw: str, bound):
     low = raw.lower()
     if low in _TRUE:
         return True
@@ -269,27 +265,27 @@ def parse_param(kind: type[bool], raw: str, bound):
 
 
 @parse_param.dispatch
-def parse_param(kind: type[bool], raw: bool, bound):
+def parse_param_bool_bool(kind: type[bool], raw: bool, bound):
     return raw
 
 
 @parse_param.dispatch
-def parse_param(kind: type[bytes], raw: str, bound):
+def parse_param_bytes_str(kind: type[bytes], raw: str, bound):
     return raw.encode("utf-8")
 
 
 @parse_param.dispatch
-def parse_param(kind: type[bytes], raw: UploadedFile, bound):
+def parse_param_bytes_uploaded_file(kind: type[bytes], raw: UploadedFile, bound):
     return raw.data
 
 
 @parse_param.dispatch
-def parse_param(kind: type[UploadedFile], raw: UploadedFile, bound):
+def parse_param_upload(kind: type[UploadedFile], raw: UploadedFile, bound):
     return raw
 
 
 @parse_param.dispatch
-def parse_param(kind: Choice, raw: object, bound):
+def parse_param_choice_object(kind: Choice, raw: object, bound):
     for value in kind.values:
         if value == raw and type(value) is type(raw):
             return value
@@ -301,7 +297,7 @@ def parse_param(kind: Choice, raw: object, bound):
 
 
 @parse_param.dispatch
-def parse_param(kind: type[enum.Enum], raw: object, bound):
+def parse_param_enum_object(kind: type[enum.Enum], raw: object, bound):
     for member in kind:
         if member.value == raw or str(member.value) == raw:
             return member
@@ -312,13 +308,13 @@ def parse_param(kind: type[enum.Enum], raw: object, bound):
 
 
 @parse_param.dispatch
-def parse_param(kind: type[enum.Enum], raw: dict, bound):
+def parse_param_enum_dict(kind: type[enum.Enum], raw: dict, bound):
     # (without it an Enum from a JSON object is ambiguous with the attrs method below)
     raise ValueError(f"not one of {', '.join(str(m.value) for m in kind)}: {_show(raw)}")
 
 
 @parse_param.dispatch
-def parse_param(kind: type, raw: dict, bound):
+def parse_param_attrs_dict(kind: type, raw: dict, bound):
     # A class from a JSON object: attrs classes, field by field through parse_param.
     if not attrs.has(kind):
         raise ValueError(f"expected {kind.__name__}, got a JSON object")
@@ -344,7 +340,7 @@ def parse_param(kind: type, raw: dict, bound):
 
 
 @restrict.dispatch
-def restrict(restriction: Range, value):
+def restrict_range(restriction: Range, value):
     if restriction.min is not None and value < restriction.min:
         raise ValueError(f"{_show(value)} is below {restriction.min}")
     if restriction.max is not None and value > restriction.max:
@@ -352,7 +348,7 @@ def restrict(restriction: Range, value):
 
 
 @restrict.dispatch
-def restrict(restriction: Length, value):
+def restrict_length(restriction: Length, value):
     n = len(value)
     if n < restriction.min:
         raise ValueError(f"length {n} is below {restriction.min}")
@@ -361,48 +357,9 @@ def restrict(restriction: Length, value):
 
 
 @restrict.dispatch
-def restrict(restriction: Pattern, value):
+def restrict_pattern(restriction: Pattern, value):
     if restriction._compiled.fullmatch(value) is None:
         raise ValueError(f"{_show(value)} does not match {restriction.regex}")
-
-
-# The parse_param methods by (declared kind, raw class). plum cannot cache calls whose first
-# argument is a type (its cache is keyed on the arguments' classes), so we cache the resolved
-# method ourselves. The table is bounded: declared kinds come from code, raw classes from a
-# fixed set. It is dropped whenever parse_param's method table changes, which plum signals by
-# clearing its own cache (we keep a marker in it) or by pending registrations.
-_methods: dict = {}
-_MARK = object()
-_GENERATION = [object()]  # replaced with the resolved methods; see _query_plan
-
-
-def _parse(kind, raw, bound):
-    if parse_param._pending or _MARK not in parse_param._cache:
-        _refresh()
-    method = _methods.get((kind, raw.__class__))
-    if method is None:
-        method = _resolve(kind, raw, bound)
-    return method(kind, raw, bound)
-
-
-def _resolve(kind, raw, bound):
-    method = parse_param.resolve_method((kind, raw, bound))[0]
-    _methods[(kind, raw.__class__)] = method
-    return method
-
-
-def _check_methods() -> None:
-    """Drop the resolved methods if parse_param's method table changed (once per request)."""
-    if parse_param._pending or _MARK not in parse_param._cache:
-        _refresh()
-
-
-def _refresh() -> None:
-    fn = parse_param
-    fn._resolve_pending_registrations()
-    _methods.clear()
-    _GENERATION[0] = object()  # compiled query plans of an older generation are rebuilt
-    fn._cache[_MARK] = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -624,7 +581,7 @@ class _Spec:
                 raw = [raw]
             value = [self.item.convert(r, bound) for r in raw]
         else:
-            value = _parse(self.kind, raw, bound)
+            value = parse_param(self.kind, raw, bound)
         for r in self.restrictions:
             restrict(r, value)
         return value
@@ -719,12 +676,8 @@ def _binder(name: str, param: inspect.Parameter, annotation, var_names: tuple):
     def bind(inp, bound):
         values = inp.query.get(name)
         if values is not None and simple:
-            raw = values[0]
-            method = _methods.get((kind, raw.__class__))
             try:
-                if method is None:
-                    method = _resolve(kind, raw, bound)
-                return method(kind, raw, bound)
+                return parse_param(kind, values[0], bound)
             except ValueError as exc:
                 raise ParamError(name, str(exc)) from None
         if values is None:
@@ -797,100 +750,42 @@ def compile_handler(fn: Callable, route, app) -> Callable:
     binders = tuple(binders)
     query_kinds = tuple((name, getattr(bind, "query_kind", None)) for name, bind in binders)
     if all(kind is not None for _, kind in query_kinds) and not route.var_names:
-        keyword_only = frozenset(name for name, p in sig.parameters.items()
-                                 if p.kind is p.KEYWORD_ONLY)
-        return _compile_query_only(route, query_kinds, keyword_only,
-                                   _compile_general(route, binders))
+        return _compile_query_only(route, query_kinds, _compile_general(route, binders))
     return _compile_general(route, binders)
 
 
-def _compile_query_only(route, query_kinds: tuple, keyword_only: frozenset,
-                        general: Callable) -> Callable:
+def _compile_query_only(route, query_kinds: tuple, general: Callable) -> Callable:
     """The fast path for handlers whose parameters all come from a plain query string
-    (``/add?a=1&b=2``). Like a CLOS discriminating function it caches what dispatch decided:
-    at its first request the route's ``invoke`` compiles a *plan* (:func:`_query_plan`) and
-    installs it as ``route.invoke``; the plan gives way to a new one whenever
-    ``parse_param``'s method table changes. A query the plan does not match (another order,
-    repeats, escapes) or a request with a body goes the general way, with the same results.
-    """
-
-    def compile_plan(request, conn, values):
-        _check_methods()
-        route.invoke = plan = _query_plan(route, query_kinds, keyword_only, general,
-                                          compile_plan)
-        return plan(request, conn, values)
-
-    compile_plan.general = general  # for tests and the curious: the path a plan defers to
-    compile_plan.planned = False
-    return compile_plan
-
-
-def _query_plan(route, query_kinds: tuple, keyword_only: frozenset, general: Callable,
-                recompile: Callable) -> Callable:
-    """A compiled ``invoke(request, conn, values)`` for :func:`_compile_query_only`.
-
-    It first checks that ``parse_param``'s methods are those it was made from (else
-    ``recompile`` makes a new plan). Then one regex matches ``name=value&...`` in the
-    handler's parameter order, the values are converted and the handler is called; a query
-    the regex does not match, or a request with a body, goes to ``general``. The stock
-    ``str`` and ``int`` methods are folded in: the regex admits only what they accept
-    (unescaped), so the value is used as is or given to ``int``; any other resolved method is
-    called, with ``bound``, as the general path does. The code is generated (as attrs
-    generates ``__init__``): for ``add(a: int, b: int)`` it is one match, two ``int`` calls
-    and one positional call."""
-    env = {"parse_param": parse_param, "_MARK": _MARK, "_GENERATION": _GENERATION,
-           "made": _GENERATION[0], "recompile": recompile, "general": general,
-           "route": route, "_convert": _convert}
-    parts, converted = [], []
-    generic = False
-    for i, (name, kind) in enumerate(query_kinds):
-        method = _resolve(kind, "", {})
-        value, expr = "[^&%+]*+", f"v{i}"  # any unescaped value, used as is (stock str)
-        if method is _STOCK_INT:
-            value, expr = "-?+[0-9]{1,100}+", f"int(v{i})"  # what the stock int accepts
-        elif method is not _STOCK_STR:
-            generic = True
-            env[f"m{i}"], env[f"k{i}"] = method, kind
-            expr = f"_convert(m{i}, k{i}, v{i}, bound, {name!r})"
-        parts.append(f"{re.escape(name)}=({value})")
-        converted.append(expr)
+    (``/add?a=1&b=2``): one regex matches ``name=value&...`` in the handler's parameter order,
+    and each value goes through ``parse_param`` (the generic function, whose cached dispatch
+    makes this a dict lookup per value) with the parameters bound before it. A query the regex
+    does not match (another order, repeats, escapes) or a request with a body goes the general
+    way (``general``), with the same results."""
+    names = tuple(name for name, _ in query_kinds)
+    kinds = tuple(kind for _, kind in query_kinds)
     # Linear: a value's class excludes '&', which starts the next part, so the query splits
     # one way; the quantifiers are possessive, so a failed match never backtracks into one.
-    env["fullmatch"] = re.compile("&".join(parts)).fullmatch
-    names = [name for name, _ in query_kinds]
-    lines = ["def invoke(request, conn, values):",
-             "    if parse_param._pending or _MARK not in parse_param._cache \\",
-             "            or _GENERATION[0] is not made:",
-             "        return recompile(request, conn, values)",
-             "    match = fullmatch(request.query)",
-             "    if match is None or request.body:",
-             "        return general(request, conn, values)",
-             f"    ({''.join(f'v{i}, ' for i in range(len(names)))}) = match.groups()"]
-    if generic:  # a method may read the parameters bound before its own (dependent types)
-        lines.append("    bound = {}")
-        lines += [f"    bound[{name!r}] = {expr}" for name, expr in zip(names, converted)]
-        lines.append("    return route.handler(**bound)")
-    else:
-        args = [f"{name}={expr}" if name in keyword_only else expr
-                for name, expr in zip(names, converted)]
-        lines.append(f"    return route.handler({', '.join(args)})")
-    exec("\n".join(lines), env)  # noqa: S102 - the source is built from identifiers only
-    invoke = env["invoke"]
-    invoke.general, invoke.planned = general, True
+    fullmatch = re.compile("&".join(f"{re.escape(name)}=([^&%+]*+)" for name in names)).fullmatch
+    pairs = tuple(zip(names, kinds))
+
+    def invoke(request, conn, values):
+        match = fullmatch(request.query)
+        if match is None or request.body:
+            return general(request, conn, values)
+        bound = {}
+        for (name, kind), raw in zip(pairs, match.groups()):
+            try:
+                bound[name] = parse_param(kind, raw, bound)
+            except ValueError as exc:
+                raise ParamError(name, str(exc)) from None
+        return route.handler(**bound)
+
+    invoke.general = general  # for tests and the curious: the path it defers to
     return invoke
-
-
-def _convert(method, kind, raw, bound, name):
-    try:
-        return method(kind, raw, bound)
-    except ValueError as exc:
-        raise ParamError(name, str(exc)) from None
 
 
 def _compile_general(route, binders: tuple) -> Callable:
     def invoke(request, conn, values):
-        if parse_param._pending or _MARK not in parse_param._cache:
-            _refresh()
         query = request.query
         inp = _Inputs(request, conn, values, route.app, parse_query(query) if query else _NO_QUERY)
         kwargs = {}
@@ -922,7 +817,7 @@ def _wants_json(request: Request | None) -> bool:
 
 
 @error_response.dispatch
-def error_response(error: ParamError, conn: Connection):
+def error_response_param_error(error: ParamError, conn: Connection):
     if _wants_json(conn.request):
         body = json_bytes({"error": "bad parameter", "parameter": error.param,
                            "reason": error.why, "status": error.status})

@@ -12,7 +12,7 @@ import enum
 
 import attrs
 
-from .._generic import dispatcher
+from ..clos import generic
 from ..http import Response, date_line, head_end, header_block, json_bytes, response_head
 from ..loop import Connection, send_response, write
 
@@ -29,7 +29,7 @@ def _serialize(inst, field, value):
     return value
 
 
-@dispatcher.abstract
+@generic
 def as_response(result):
     """A handler's result as a :class:`Response` (``str`` is text/html, ``bytes``
     application/octet-stream, dict/list/attrs instances JSON, ``None`` 204).
@@ -42,44 +42,44 @@ def as_response(result):
 
 
 @as_response.dispatch
-def as_response(result: Response):
+def as_response_response(result: Response):
     return result
 
 
 @as_response.dispatch
-def as_response(result: str):
+def as_response_str(result: str):
     return Response(result, content_type="text/html")
 
 
 @as_response.dispatch
-def as_response(result: bytes):
+def as_response_bytes(result: bytes):
     return Response(result, content_type="application/octet-stream")
 
 
 @as_response.dispatch
-def as_response(result: dict | list):
+def as_response_dict_list(result: dict | list):
     return Response(json_bytes(result), content_type="application/json")
 
 
 @as_response.dispatch
-def as_response(result: None):
+def as_response_none(result: None):
     return Response(b"", status=204)
 
 
 @as_response.dispatch
-def as_response(result: object):
+def as_response_object(result: object):
     if attrs.has(type(result)):
         return Response(json_bytes(_jsonable(result)), content_type="application/json")
     raise TypeError(f"a handler returned {type(result).__name__}: add a write method for it")
 
 
 @write.dispatch
-def write(obj: object, conn: Connection):
+def write_object(obj: object, conn: Connection):
     # The fallback: attrs instances are sent as JSON; anything else is a programming error.
     send_response(as_response(obj), conn)
 
 
-@dispatcher.abstract
+@generic
 def with_headers(result, headers):
     """``result`` with extra header fields (a list of ``(name, value)``), without changing the
     original (a shared pre-built Response stays as it was).
@@ -90,7 +90,7 @@ def with_headers(result, headers):
 
 
 @with_headers.dispatch
-def with_headers(result: object, headers):
+def with_headers_object(result: object, headers):
     r = as_response(result)
     return Response(r.body, r.status, r.headers + tuple(headers), r.content_type)
 
@@ -115,7 +115,7 @@ _text_head = [b"", b""]  # [the Date line it was made with, the head up to "Cont
 
 
 @write.dispatch
-def write(obj: PlainText, conn: Connection):
+def write_plain_text(obj: PlainText, conn: Connection):
     body = obj.encode("utf-8")
     date = date_line()
     if _text_head[0] is not date:  # a new second (were it the same Date, only slower)
@@ -130,7 +130,7 @@ def write(obj: PlainText, conn: Connection):
 
 
 @as_response.dispatch
-def as_response(result: PlainText):
+def as_response_plain_text(result: PlainText):
     return Response(str(result), content_type="text/plain")
 
 

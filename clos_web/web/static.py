@@ -55,7 +55,7 @@ def _head(obj, conn: Connection) -> tuple[bytes, bool]:
 
 
 @write.dispatch
-def write(obj: FileResponse, conn: Connection):
+def write_file_response(obj: FileResponse, conn: Connection):
     try:
         head, head_only = _head(obj, conn)
     except BaseException:
@@ -70,7 +70,7 @@ def write(obj: FileResponse, conn: Connection):
 
 
 @as_response.dispatch
-def as_response(result: FileResponse):
+def as_response_file_response(result: FileResponse):
     try:
         result.file.seek(result.offset)
         body = result.file.read(result.count)
@@ -80,7 +80,7 @@ def as_response(result: FileResponse):
 
 
 @with_headers.dispatch
-def with_headers(result: FileResponse, headers):
+def with_headers_file_response(result: FileResponse, headers):
     return attrs.evolve(result, headers=result.headers + tuple(headers))
 
 
@@ -238,18 +238,18 @@ class _InlineFile:
 
 
 @write.dispatch
-def write(obj: _InlineFile, conn: Connection):
+def write_inline_file(obj: _InlineFile, conn: Connection):
     head, head_only = _head(obj, conn)
     conn.server.enqueue(conn, head if head_only else head + obj.data)
 
 
 @as_response.dispatch
-def as_response(result: _InlineFile):
+def as_response___inline_file(result: _InlineFile):
     return Response(result.data, result.status, result.headers)
 
 
 @with_headers.dispatch
-def with_headers(result: _InlineFile, headers):
+def with_headers_inline_file(result: _InlineFile, headers):
     return attrs.evolve(result, headers=result.headers + tuple(headers))
 
 

@@ -80,18 +80,18 @@ def _earlier(bound: dict, cls):
 
 
 @parse_param.dispatch
-def parse_param(kind: type[TableOf], raw: str, bound):
+def parse_param_table_of_str(kind: type[TableOf], raw: str, bound):
     return kind.game.table(raw)
 
 
 @parse_param.dispatch
-def parse_param(kind: type[StackOn], raw: str | int, bound):
+def parse_param_stack_on_str_int(kind: type[StackOn], raw: str | int, bound):
     table = _earlier(bound, Table)
     return table.stack(parse_param(int, raw, bound))
 
 
 @parse_param.dispatch
-def parse_param(kind: type[HandCard], raw: str | int, bound):
+def parse_param_hand_card_str_int(kind: type[HandCard], raw: str | int, bound):
     table = _earlier(bound, Table)
     session = next((v for v in bound.values() if isinstance(v, Session)), None)
     return table.hand_card(player_of(session), parse_param(int, raw, bound))
@@ -122,27 +122,27 @@ class Closed:
 
 
 @encode_event.dispatch
-def encode_event(message: Change):
+def encode_event_change(message: Change):
     return "change", _json(message.public())
 
 
 @encode_event.dispatch
-def encode_event(message: Roll):
+def encode_event_roll(message: Roll):
     return "dice", _json(message.public())
 
 
 @encode_event.dispatch
-def encode_event(message: ChatLine):
+def encode_event_chat_line(message: ChatLine):
     return "chat", _json(message.public())
 
 
 @encode_event.dispatch
-def encode_event(message: Hand):
+def encode_event_hand(message: Hand):
     return "hand", _json({"table": message.table, "cards": message.cards})
 
 
 @encode_event.dispatch
-def encode_event(message: Closed):
+def encode_event_closed(message: Closed):
     return "closed", _json({"table": message.table, "note": message.note})
 
 
@@ -155,7 +155,7 @@ def _wants_json(request: Request | None) -> bool:
 
 
 @error_response.dispatch
-def error_response(error: GameError, conn: Connection):
+def error_response_game_error(error: GameError, conn: Connection):
     if _wants_json(conn.request):
         body = _json({"error": error.reason, "status": error.status})
         write(Response(body, status=error.status, content_type="application/json"), conn)

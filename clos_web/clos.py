@@ -2,7 +2,7 @@
 
 Declare a generic once, with its docstring; add methods where the classes live::
 
-    from clos_web.generic import generic, call_next_method
+    from clos_web.clos import generic, call_next_method
 
     @generic
     def area(shape):
@@ -113,6 +113,7 @@ import typing
 from collections.abc import Callable
 
 import attrs
+from beartype.roar import BeartypeCallHintForwardRefException as BeartypeForwardRef
 from plum import Signature, is_faithful, resolve_type_hint
 
 __all__ = [
@@ -129,6 +130,19 @@ _QUALIFIERS = (AROUND, BEFORE, PRIMARY, AFTER)  # the order describe() lists the
 
 # --------------------------------------------------------------------------------------------
 # Errors
+
+
+class _ForwardReference(Exception):
+    """A method's annotation names a class that does not exist yet."""
+
+
+def _check_resolvable(hint) -> None:
+    """Raise (beartype's forward-reference error) if ``hint`` names a class not defined yet:
+    beartype stands a proxy class in for it, which resolves on a subclass check."""
+    if isinstance(hint, type):
+        issubclass(object, hint)
+    for arg in typing.get_args(hint):
+        _check_resolvable(arg)
 
 
 class GenericError(TypeError):
@@ -486,7 +500,7 @@ def _template(kind: str, arity: int, n_before: int = 0, n_after: int = 0):
                   f"        return value\n"
                   f"    return combined\n")
     namespace: dict = {}
-    exec(compile(source, f"<clos_web.generic {kind} {arity}>", "exec"), namespace)
+    exec(compile(source, f"<clos_web.clos {kind} {arity}>", "exec"), namespace)
     return namespace["make"]
 
 
@@ -626,7 +640,7 @@ class Generic:
     """
 
     __slots__ = ("name", "qualname", "params", "function", "_table", "_ns", "_lock",
-                 "_orders", "_param_list")
+                 "_orders", "_param_list", "_pending")
 
     def __init__(self, declaration):
         names, param_list = _check_declaration(declaration)
@@ -640,6 +654,8 @@ class Generic:
                     "__gf_type": type, "__gf_isinstance": isinstance,
                     "__gf_KeyError": KeyError, "__gf_miss": self._miss}
         self._table = None
+        self._pending = []  # (function, qualifier): methods whose annotations name classes
+        # not defined yet (a forward reference); registered at the next call
         self.function = None
         self._install((), initial=declaration)
 
@@ -724,6 +740,8 @@ class Generic:
     def _miss(self, *args):
         """The effective method for a call the cache missed (the caller calls it, outside
         its ``except KeyError``, so errors are not chained to the miss)."""
+        if self._pending:
+            self._register_pending()
         table = self._table
         keys = table.key(*args)
         entry = _lookup(table.cache, keys)
@@ -800,17 +818,43 @@ class Generic:
                 f"under @{self.name}.{'dispatch' if qualifier == PRIMARY else qualifier} would "
                 f"rebind `{self.name}` to this method (the decorator returns the function); "
                 f"call it e.g. `{self.name}_{_suffix(fn)}`")
-        method = self._method(fn, qualifier)
+        try:
+            method = self._method(fn, qualifier)
+        except _ForwardReference:
+            # An annotation names a class not defined yet (`stream: Subscription` above the
+            # class): register at the next call, as plum does. The cache is emptied meanwhile,
+            # so no call can miss the method once its class exists.
+            with self._lock:
+                self._pending.append((fn, qualifier))
+                self._install(self._table.methods)
+            return fn
         with self._lock:
-            methods = list(self._table.methods)
-            for i, old in enumerate(methods):
-                if old.qualifier == qualifier and old.signature == method.signature:
-                    methods[i] = attrs.evolve(method, order=old.order)  # redefinition
-                    break
-            else:
-                methods.append(method)
-            self._install(tuple(methods))
+            self._insert(method)
         return fn
+
+    def _insert(self, method: Method) -> None:
+        """Add ``method`` (or let it replace its older definition); the lock is held."""
+        methods = list(self._table.methods)
+        for i, old in enumerate(methods):
+            if old.qualifier == method.qualifier and old.signature == method.signature:
+                methods[i] = attrs.evolve(method, order=old.order)  # redefinition
+                break
+        else:
+            methods.append(method)
+        self._install(tuple(methods))
+
+    def _register_pending(self) -> None:
+        """Register the methods whose forward references can be resolved now; the others
+        raise (a class that never came into being is a bug at the call)."""
+        with self._lock:
+            pending, self._pending = self._pending, []
+            for fn, qualifier in pending:
+                try:
+                    self._insert(self._method(fn, qualifier))
+                except _ForwardReference as exc:
+                    self._pending.append((fn, qualifier))
+                    raise TypeError(f"cannot read the specializers of {fn.__qualname__}, a "
+                                    f"method of {self.name}: {exc}") from None
 
     def _method(self, fn, qualifier: str) -> Method:
         if not callable(fn):
@@ -829,9 +873,14 @@ class Generic:
             raise TypeError(f"{wanted}; the method {name}{inspect.signature(fn)} does not fit")
         try:
             signature = Signature.from_callable(fn)
+            types_ = [resolve_type_hint(t) for t in signature.types]
+            for t in types_:
+                _check_resolvable(t)
+            specializers = tuple(_specializer(t) for t in types_)
+        except (NameError, BeartypeForwardRef) as exc:
+            raise _ForwardReference(str(exc)) from None
         except Exception as exc:  # unresolvable annotations, a default of the wrong type...
             raise TypeError(f"cannot read the specializers of {name}: {exc}") from None
-        specializers = tuple(_specializer(resolve_type_hint(t)) for t in signature.types)
         calls_next, codes = _inspect_body(fn)
         if calls_next and qualifier in (BEFORE, AFTER):
             raise TypeError(f"{name}: a {qualifier} method has no next method; it may not call "
@@ -909,6 +958,8 @@ class Generic:
         True
         """
         self._check_arity(args)
+        if self._pending:
+            self._register_pending()
         table = self._table
         keys = table.key(*args)
         entry = _lookup(table.cache, keys)
