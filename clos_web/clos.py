@@ -676,8 +676,10 @@ class Generic:
         """Generate the discriminating function and key function for ``layout``."""
         def element(position: int, by_class: bool) -> str:
             p = self.params[position]
-            if by_class:  # a class argument keys by itself, wrapped so it never equals a class
-                return f"(({p},) if __gf_isinstance({p}, __gf_type) else __gf_type({p}))"
+            if by_class:  # a class argument keys by itself; another by its class, wrapped so
+                # it never equals a class (the wrapping is for the rarer case: no tuple is
+                # built where a type[X] position gets the class it expects)
+                return f"({p} if __gf_isinstance({p}, __gf_type) else (__gf_type({p}),))"
             return f"__gf_type({p})"
 
         # One dict level per position (nested dicts: no key tuple to build and hash).

@@ -215,6 +215,8 @@ def parse_param_str_str(kind: type[str], raw: str, bound):
 
 @parse_param.dispatch
 def parse_param_int_str(kind: type[int], raw: str, bound):
+    if raw.isascii() and raw.isdigit() and len(raw) <= 100:  # the common case first
+        return int(raw)
     digits = raw[1:] if raw[:1] in _SIGNS else raw
     if len(digits) > 100 or not (digits.isdigit() and digits.isascii()):
         raise ValueError(f"not an integer: {_show(raw)}")
@@ -773,11 +775,12 @@ def _compile_query_only(route, query_kinds: tuple, general: Callable) -> Callabl
         if match is None or request.body:
             return general(request, conn, values)
         bound = {}
-        for (name, kind), raw in zip(pairs, match.groups()):
-            try:
+        name = None
+        try:
+            for (name, kind), raw in zip(pairs, match.groups()):
                 bound[name] = parse_param(kind, raw, bound)
-            except ValueError as exc:
-                raise ParamError(name, str(exc)) from None
+        except ValueError as exc:
+            raise ParamError(name, str(exc)) from None
         return route.handler(**bound)
 
     invoke.general = general  # for tests and the curious: the path it defers to
