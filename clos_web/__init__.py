@@ -13,14 +13,12 @@ from .web.sessions import MemorySessions, Session, SignedCookieSessions
 from .web.static import StaticFiles
 from .web.workers import WorkerPool
 from .http import (
-    BadRequest, Buffer, HTTPError, HeaderFieldsTooLarge, Limits, MethodNotAllowed, NotFound,
-    NotImplementedCoding, PayloadTooLarge, Request, RequestTimeout, Response, URITooLong,
-    VersionNotSupported, parse, parse_params,
+    DEFERRED, BadRequest, Buffer, HTTPError, HeaderFieldsTooLarge, Limits, MethodNotAllowed,
+    NotFound, NotImplementedCoding, PayloadTooLarge, Request, RequestTimeout, Response, Server,
+    URITooLong, VersionNotSupported, error_response, handle_request, parse, parse_params,
+    send_response, write,
 )
-from .loop import (
-    DEFERRED, Connection, Listener, Server, Waker, buffer_input, error_response, handle_request,
-    process_ready, raise_fd_limit, send_response, write,
-)
+from .loop import Connection, Listener, Waker, buffer_input, process_ready, raise_fd_limit
 from .push import (
     Channel, Channels, Event, EventStream, LongPoll, Message, channel, channels, encode_event,
     end_stream, publish, subscribe, unsubscribe,

@@ -193,7 +193,7 @@ def test_the_bounds_hold_and_a_resume_gets_exactly_its_missed_events_or_a_reset(
             published.append((seq(eid), name, "p" * size))
         elif op[0] == "join":
             before = {n: registry.subscriber_count(n) for n in "abcdef"}
-            sub = Subscription(registry, _StubConn(server), list(op[1]), True)
+            sub = Subscription(registry, _StubConn(server), list(op[1]))
             try:
                 registry._join(sub, None)
             except HTTPError as err:
@@ -203,7 +203,7 @@ def test_the_bounds_hold_and_a_resume_gets_exactly_its_missed_events_or_a_reset(
             subs.append(sub)
         elif subs:
             sub = subs.pop(op[1] % len(subs))
-            registry._remove(sub.conn, sub.names)
+            registry._remove(sub, sub.names, server)
         # the bounds and the accounting
         names = registry.names()
         assert len(names) <= 4

@@ -16,7 +16,7 @@ import pytest
 
 import clos_web
 from clos_web.clos import generic, is_generic
-from clos_web.loop import close_stream, shutdown_stream
+from clos_web.http import close_stream, shutdown_stream
 
 REFERENCE = pathlib.Path(__file__).resolve().parent.parent / "docs" / "reference.md"
 

@@ -17,7 +17,7 @@ from clos_web import (
     App, Response, Session, SignedCookieSessions, cookies, cors, logging_middleware, redirect,
     set_cookie,
 )
-from clos_web.loop import Connection, send_response
+from clos_web import Connection, send_response
 from clos_web import PlainText
 
 from conftest import Reader, connect, request

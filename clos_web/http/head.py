@@ -86,6 +86,7 @@ def _content_type(value):
 
 def _forget_wire(instance, attribute, value):
     object.__setattr__(instance, "_wire", None)
+    object.__setattr__(instance, "_closes", False)
     return value
 
 
@@ -105,6 +106,7 @@ class Response:
     headers: tuple = attrs.field(default=(), converter=_headers)
     content_type: str | None = attrs.field(default=None, converter=_content_type)
     _wire: bytes | None = attrs.field(default=None, init=False, repr=False)
+    _closes: bool = attrs.field(default=False, init=False, repr=False)  # Connection: close
 
 
 _STATUS_LINES: dict = {}
@@ -165,8 +167,8 @@ def response_head(status: int, block: bytes = b"", *, length: int | None = None,
     >>> response_head(100)
     b'HTTP/1.1 100 Continue\\r\\n\\r\\n'
     """
-    if status < 200:
-        return status_line(status) + b"\r\n"
+    if status < 200:  # an interim response: its status line and its own fields alone
+        return status_line(status) + block + b"\r\n"
     return _head(status, block + _framing_field(status, length, chunked), keep_alive, http10)
 
 
@@ -205,9 +207,26 @@ def _wire(response: Response) -> bytes:
         if response.status >= 400 and ctype.startswith("text/") \
                 and b"\nx-content-type-options:" not in b"\n" + block.lower():
             block += _NOSNIFF
+    block, closes = connection_field(block)
     wire = block + _framing_field(response.status, len(response.body), False)
     object.__setattr__(response, "_wire", wire)
+    object.__setattr__(response, "_closes", closes)
     return wire
+
+
+def connection_field(block: bytes) -> tuple[bytes, bool]:
+    """Header fields less their ``Connection`` lines (the head writer writes that field), and
+    whether those lines said ``close`` (then the connection closes after this answer)."""
+    if b"onnection:" not in block and b"ONNECTION:" not in block:
+        return block, False
+    kept, closes = [], False
+    for line in block.split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"connection":
+            closes = closes or any(t.strip().lower() == b"close" for t in value.split(b","))
+        else:
+            kept.append(line)
+    return b"\r\n".join(kept), closes
 
 
 def encode_response(response: Response, head_only: bool = False, keep_alive: bool = True,
@@ -220,7 +239,7 @@ def encode_response(response: Response, head_only: bool = False, keep_alive: boo
     status = response.status
     # _head's join, inlined: this is every Response's hot path (one call less per request)
     head = b"".join((status_line(status), date_line(), _SERVER, wire,
-                     head_end(keep_alive, http10)))
+                     head_end(keep_alive and not response._closes, http10)))
     if head_only or not _has_body(status):
         return head
     return head + response.body
@@ -233,5 +252,5 @@ def json_bytes(value) -> bytes:
 
 __all__ = [
     "Response", "header_block", "response_head", "encode_response", "status_line", "date_line",
-    "head_end", "json_bytes",
+    "head_end", "json_bytes", "connection_field",
 ]

@@ -1,19 +1,22 @@
-"""The ``loop`` layer: one ``selectors`` loop serving many connections (transport only).
+"""The ``loop`` layer: one ``selectors`` loop, transport only (it knows nothing of HTTP).
 
-- :mod:`~clos_web.loop.server`: ``Server`` (selector, accept, output queues with the
-  slow-consumer policy, timers, ``call_soon_threadsafe``, the GC policy), ``Connection``,
-  ``Listener``, ``Waker``, and the generic functions of the loop's protocol.
+- :mod:`~clos_web.loop.server`: ``Loop`` (selector, accept, output queues with the
+  slow-consumer policy, deadlines, timers, ``call_soon_threadsafe``, the GC policy),
+  ``Connection``, ``Listener``, ``Waker``, ``FileSegment``, and the generic functions of the
+  loop's protocol: ``process_ready``, ``buffer_input``, ``connection_made``, ``data_received``,
+  ``output_drained``, ``deadline_passed``, ``connection_lost``, ``shutdown``,
+  ``refuse_connection``.
 """
 
 from .server import (
-    DEFERRED, EVENT_READ, EVENT_WRITE, Connection, FileSegment, Listener, Server, Waker, answer,
-    buffer_input, close_stream, error_response, handle_request, process_ready, raise_fd_limit,
-    send_response, shutdown_stream, stream_idle, write,
+    EVENT_READ, EVENT_WRITE, Connection, FileSegment, Link, Listener, Loop, Reading, Waker,
+    buffer_input, connection_lost, connection_made, data_received, deadline_passed,
+    output_drained, process_ready, raise_fd_limit, refuse_connection, shutdown,
 )
 
 __all__ = [
-    "Server", "Connection", "Listener", "Waker", "FileSegment", "DEFERRED", "EVENT_READ",
-    "EVENT_WRITE", "process_ready", "buffer_input", "handle_request", "write", "error_response",
-    "close_stream", "shutdown_stream", "stream_idle", "send_response", "answer",
+    "Loop", "Connection", "Listener", "Waker", "FileSegment", "Link", "Reading", "EVENT_READ",
+    "EVENT_WRITE", "process_ready", "buffer_input", "connection_made", "data_received",
+    "output_drained", "deadline_passed", "connection_lost", "shutdown", "refuse_connection",
     "raise_fd_limit",
 ]

@@ -1,14 +1,26 @@
-"""The ``loop`` layer: one ``selectors`` loop serving many connections, in the chapter's shape.
+"""The ``loop`` layer: one ``selectors`` loop, transport only.
 
-``Server.run`` waits on the selector and hands each ready object to the generic function
-``process_ready``, which specialises on what is ready: the :class:`Listener` (accept), a
-:class:`Connection` (read, parse, dispatch), or the :class:`Waker` (run callables handed over by
-other threads). Output goes through each connection's queue; deadlines live in coarse one-second
-buckets swept once a second, so 10^5 connections cost a few attribute writes, not 10^5 timers.
+:class:`Loop` waits on the selector and hands each ready object to the generic function
+``process_ready(ready, server, events)``, which specialises on what is ready: the
+:class:`Listener` (accept), a :class:`Connection` (read, or write what is queued), the
+:class:`Waker` (run callables handed over by other threads), or any object of yours registered
+with ``server.register(sock, obj, events)``. The loop knows nothing of HTTP: a connection's bytes
+go to its *protocol* object (``conn.protocol``; HTTP's is
+:class:`~clos_web.http.connection.HTTPConnection`) through the generic functions below, and the
+protocol answers through the transport's API (``send``, ``push``, ``close_when_sent``,
+``set_deadline``, ``pause_reading``...).
+
+What the loop owns: the selector; accepting (in batches until the kernel has no more); each
+connection's output queue, flushed with ``send``/``sendmsg``/``os.sendfile``, with write
+interest while output waits and the slow-consumer policy for streams; the cap on connections
+(and per client address); deadlines in coarse one-second buckets (10^5 connections cost a few
+attribute writes, not 10^5 timers); ``call_later`` and ``call_soon_threadsafe``; sweepers run
+once a second; the GC policy; stopping gracefully.
 """
 
 from __future__ import annotations
 
+import enum
 import errno
 import gc
 import heapq
@@ -20,46 +32,53 @@ import signal
 import socket
 import threading
 import time
-import traceback
 from collections import deque
 from typing import Any, Callable
 
 import attrs
 
 from ..clos import generic
-from ..http import (
-    Buffer, HTTPError, Limits, Request, RequestTimeout, Response, encode_response, header_block,
-    json_bytes, response_head,
-)
-from ..http.parser import _parse_buffer
 
 log = logging.getLogger("clos_web")
 
 EVENT_READ = selectors.EVENT_READ
 EVENT_WRITE = selectors.EVENT_WRITE
-
-# Connection states (a connection is in exactly one).
-IDLE = "idle"        # between requests (keep-alive), nothing buffered
-HEAD = "head"        # a request's head is arriving
-BODY = "body"        # head parsed, body arriving
-BUSY = "busy"        # a handler is running on the loop now
-WAIT = "wait"        # the answer comes later (worker pool, long-poll): reading paused
-STREAM = "stream"    # the response is a long-lived stream (SSE); no request deadline
-LINGER = "linger"    # response sent, write side shut, draining input before close
-CLOSED = "closed"
+INFINITY = float("inf")
 
 _SCRATCH_SIZE = 64 * 1024
 
 
-@attrs.define(slots=True, eq=False)
+class Link(enum.Enum):
+    """The transport state of a :class:`Connection`."""
+
+    OPEN = "open"
+    LINGER = "linger"  # everything is sent and our side is shut: draining input before close
+    CLOSED = "closed"
+
+
+OPEN, LINGER, CLOSED = Link.OPEN, Link.LINGER, Link.CLOSED
+
+
+class Reading(enum.Enum):
+    """What a protocol wants read from its connection (``conn.reading``)."""
+
+    NORMAL = "normal"    # read, unless the output queue is over the cap (backpressure)
+    ALWAYS = "always"    # read whatever the output (a stream: to notice the client leaving)
+    PAUSED = "paused"    # read nothing for now
+
+
+@attrs.define(slots=True, eq=False, repr=False)
 class Listener:
     """The listening socket of a server."""
 
     sock: socket.socket
     server: Any
 
+    def __repr__(self) -> str:
+        return f"<Listener fd={self.sock.fileno()}>"
 
-@attrs.define(slots=True, eq=False)
+
+@attrs.define(slots=True, eq=False, repr=False)
 class Waker:
     """A socketpair: other threads write a byte to ``wsock`` to wake the loop, which waits on
     ``rsock``."""
@@ -67,6 +86,9 @@ class Waker:
     rsock: socket.socket
     wsock: socket.socket
     server: Any
+
+    def __repr__(self) -> str:
+        return "<Waker>"
 
 
 @attrs.define(slots=True, eq=False)
@@ -100,29 +122,37 @@ class FileSegment:
             pass
 
 
-@attrs.define(slots=True, eq=False)
+@attrs.define(slots=True, eq=False, repr=False)
 class Connection:
-    """A client connection: its socket, unparsed input, output queue, state and deadline."""
+    """A client connection, as the transport sees it: its socket, its protocol and that
+    protocol's input buffer (an object with a ``data`` bytearray), the output queue, the link
+    state, what to read and the deadline.
+
+    >>> Connection(None, None)
+    <Connection OPEN protocol=None out=0>
+    """
 
     sock: socket.socket
     server: Any
     addr: Any = None
-    buf: Buffer = attrs.field(factory=Buffer)
+    protocol: Any = None
+    buf: Any = None
     out: list = attrs.field(factory=list)  # bytes, memoryviews and FileSegments, in order
     out_bytes: int = 0
     events: int = EVENT_READ
-    state: str = HEAD
-    request: Request | None = None
-    keep_alive: bool = True
-    close_after: bool = False
-    deadline: float = 0.0
+    state: Link = OPEN
+    reading: Reading = Reading.NORMAL
+    close_after: bool = False  # close once the output is sent
+    deadline: float = INFINITY
     bucket: int | None = None
-    stream: Any = None  # set by the push layer for a long-lived stream
-    fd: int = -1
 
     @property
     def closed(self) -> bool:
-        return self.state == CLOSED
+        return self.state is CLOSED
+
+    def __repr__(self) -> str:
+        protocol = None if self.protocol is None else type(self.protocol).__name__
+        return f"<Connection {self.state.name} protocol={protocol} out={self.out_bytes}>"
 
 
 # --------------------------------------------------------------------------------------------
@@ -130,41 +160,74 @@ class Connection:
 
 
 @generic
-def process_ready(ready, server):
-    """Handle one ready object from the selector.
+def process_ready(ready, server, events):
+    """Handle one ready object from the selector; ``events`` is the readiness mask
+    (``EVENT_READ`` and/or ``EVENT_WRITE``).
 
     Specialised on the listening socket (:class:`Listener`: accept until EAGAIN), a client
-    :class:`Connection` (read what is ready, parse, handle complete requests) and the
-    :class:`Waker` (run callables handed over with ``call_soon_threadsafe``).
+    :class:`Connection` (write what is queued when writable; read and hand the bytes to its
+    protocol when readable) and the :class:`Waker` (run callables handed over with
+    ``call_soon_threadsafe``). Register an object of your own with
+    ``server.register(sock, obj, events)`` and add a method for its class.
     """
 
 
 @generic
 def buffer_input(conn):
-    """Read what is ready on ``conn`` into its buffer; return the byte count: 0 at EOF (or a
-    reset), -1 when nothing was ready after all."""
+    """Read what is ready on ``conn`` into its buffer (``conn.buf.data``); return the byte
+    count: 0 at EOF (or a reset), -1 when nothing was ready after all."""
 
 
 @generic
-def handle_request(conn, request):
-    """Answer one complete ``request`` on ``conn`` (route it, call the handler, ``write``)."""
+def connection_made(server, conn):
+    """A connection was accepted: give it its protocol (``conn.protocol``) and input buffer
+    (``conn.buf``). The HTTP server's method makes an
+    :class:`~clos_web.http.connection.HTTPConnection`."""
 
 
 @generic
-def write(obj, conn):
-    """Serialise ``obj`` (a Response, str, bytes, JSON-able value, SSE event...) onto ``conn``.
-
-    Add a method to teach clos_web a new kind of response.
-    """
+def data_received(protocol, conn):
+    """Bytes arrived in ``conn.buf`` for ``protocol``: act on them (HTTP parses requests and
+    answers them)."""
 
 
 @generic
-def error_response(error, conn):
-    """Answer ``conn`` with an error: ``error`` is an :class:`HTTPError` or a status ``int``."""
+def output_drained(protocol, conn):
+    """``conn``'s output queue went back under the cap (or emptied) after the protocol was
+    waiting for it: go on (HTTP parses the requests it held back)."""
+
+
+@generic
+def deadline_passed(protocol, conn):
+    """``conn.deadline`` passed while the connection is open: the protocol decides (HTTP: 408
+    for a late request, close an idle keep-alive connection, a stream's idle deadline...)."""
+
+
+@generic
+def connection_lost(protocol, conn):
+    """``conn`` closed, whatever the reason (the client left, a slow consumer, the server
+    stopping): release what the protocol holds."""
+
+
+@generic
+def shutdown(protocol, conn):
+    """The server is stopping: wind ``conn`` down gracefully (finish the answer in flight,
+    end a stream cleanly) or close it."""
+
+
+@generic
+def refuse_connection(server, sock):
+    """A connection over its client's cap (``Limits.max_connections_per_client``): say so
+    (HTTP answers a short 503), then it is closed."""
+
+
+@refuse_connection.dispatch
+def refuse_connection_quietly(server: object, sock: object):
+    return None
 
 
 # --------------------------------------------------------------------------------------------
-# The server
+# The loop
 
 
 def _fd_soft_limit() -> int:
@@ -184,20 +247,20 @@ def raise_fd_limit() -> int:
     return soft
 
 
-@attrs.define(slots=False, eq=False)
-class Server:
-    """One event loop: a selector, a listening socket, its connections, timers and an app.
+@attrs.define(slots=False, eq=False, repr=False, kw_only=True)
+class Loop:
+    """One event loop: a selector, a listening socket, its connections, timers.
 
-    ``Server(app, port=0).start()`` runs the loop on a thread and returns at once (REPL, tests);
-    ``serve_forever()`` runs it on the calling thread. ``stop(timeout)`` stops accepting,
-    lets in-flight requests finish and closes everything.
+    ``limits`` is any object with ``output_cap``, ``max_connections``,
+    ``max_connections_per_client`` and ``linger_timeout`` (the HTTP server passes its
+    :class:`~clos_web.http.parser.Limits`). ``start()`` runs the loop on a thread and returns
+    at once (REPL, tests); ``serve_forever()`` runs it on the calling thread; ``stop(timeout)``
+    stops accepting, lets the protocols wind down and closes everything.
     """
 
-    app: Any
     host: str = "127.0.0.1"
     port: int = 0
-    limits: Limits = attrs.field(factory=Limits)
-    debug: bool = False
+    limits: Any = None
     backlog: int = 4096
     reuse_port: bool = False
     freeze_gc: bool = True
@@ -226,9 +289,13 @@ class Server:
     _ident: int | None = None
     _clients: dict = attrs.field(factory=dict)  # host -> open connections (per-client cap)
 
+    def __repr__(self) -> str:
+        return (f"<{type(self).__name__} {self.host}:{self.port} conns={len(self.conns)}"
+                f"{' stopping' if self.stopping else ''}>")
+
     # -- set-up ------------------------------------------------------------------------------
 
-    def bind(self) -> "Server":
+    def bind(self) -> "Loop":
         """Create the selector, the listening socket and the waker (done by start/serve)."""
         if self.selector is not None:
             return self
@@ -261,7 +328,7 @@ class Server:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def start(self) -> "Server":
+    def start(self) -> "Loop":
         """Run the loop on a daemon thread; return at once."""
         self.bind()
         self.thread = threading.Thread(target=self.serve_forever, name=f"clos_web:{self.port}",
@@ -274,7 +341,7 @@ class Server:
 
         With ``stop_on_signals`` (the main thread only; :func:`~clos_web.serve` sets it),
         SIGINT (Ctrl-C) and SIGTERM stop the server gracefully, as :meth:`stop` does: no more
-        accepts, requests in flight finish (up to ``stop_timeout`` seconds), every stream ends
+        accepts, answers in flight finish (up to ``stop_timeout`` seconds), every stream ends
         cleanly (its last chunk, so a client sees a complete response and reconnects); a
         second signal closes what is left at once.
         """
@@ -312,7 +379,8 @@ class Server:
         return old
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop accepting, finish in-flight requests (up to ``timeout`` s), close everything."""
+        """Stop accepting, let answers in flight finish (up to ``timeout`` s), end streams
+        cleanly, close everything."""
         if self.selector is None or self.stopped.is_set():
             return
         if self._ident is None:  # bound but never run
@@ -340,16 +408,17 @@ class Server:
     def call_later(self, delay: float, fn: Callable, *args) -> None:
         """Run ``fn(*args)`` on the loop after ``delay`` seconds (loop thread only)."""
         self._later_seq += 1
-        heapq.heappush(self._later, (time.monotonic() + delay, self._later_seq, fn, args))
+        heapq.heappush(self._later, (self.now + delay, self._later_seq, fn, args))
 
     def add_sweeper(self, fn: Callable[[float], None]) -> None:
         """Call ``fn(now)`` about once a second on the loop (heartbeats and the like)."""
         self._sweepers.append(fn)
 
     def set_deadline(self, conn: Connection, when: float) -> None:
-        """Give ``conn`` a deadline (``inf`` for none). Cheap: a bucket append only when earlier."""
+        """Give ``conn`` a deadline (``inf`` for none); when it passes, the loop calls
+        ``deadline_passed(conn.protocol, conn)``. Cheap: a bucket append only when earlier."""
         conn.deadline = when
-        if when == float("inf"):
+        if when == INFINITY:
             return
         b = int(when) + 1
         if conn.bucket is None or b < conn.bucket:
@@ -373,7 +442,7 @@ class Server:
                 if conn.bucket != b:
                     continue
                 conn.bucket = None
-                if conn.state == CLOSED:
+                if conn.state is CLOSED:
                     continue
                 if conn.deadline <= now:
                     self._expire(conn)
@@ -386,20 +455,15 @@ class Server:
                 log.exception("sweeper failed")
 
     def _expire(self, conn: Connection) -> None:
-        state = conn.state
-        if state == HEAD and not conn.buf.data:
-            self.close(conn)  # connected and said nothing: just close
-        elif state == HEAD or state == BODY:
-            conn.keep_alive = False
-            conn.request = None
-            error_response(RequestTimeout(reason="request not received in time"), conn)
-            conn.close_after = True
-            conn.state = LINGER
-            self.flush(conn)
-        elif state == IDLE or state == LINGER:
+        if conn.state is LINGER:
             self.close(conn)
-        elif state == STREAM and conn.stream is not None:
-            stream_idle(conn.stream, conn)
+            return
+        conn.deadline = INFINITY
+        try:
+            deadline_passed(conn.protocol, conn)
+        except Exception:
+            log.exception("deadline_passed failed")
+            self.close(conn)
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -421,11 +485,7 @@ class Server:
             for key, mask in events:
                 ready = key.data
                 try:
-                    if mask & EVENT_WRITE:  # only connections ever wait to write
-                        self.flush(ready)
-                        if not mask & EVENT_READ:
-                            continue
-                    process_ready(ready, self)
+                    process_ready(ready, self, mask)
                 except Exception:
                     # a bug or a surprise on one connection never takes the loop down
                     log.exception("process_ready failed")
@@ -457,11 +517,11 @@ class Server:
         if self.listener is not None:
             self.listener.sock.close()
         for conn in list(self.conns):
-            conn.keep_alive = False
-            if conn.state in (IDLE, LINGER) or (conn.state == HEAD and not conn.buf.data):
+            try:
+                shutdown(conn.protocol, conn)
+            except Exception:
+                log.exception("shutdown failed")
                 self.close(conn)
-            elif conn.state == STREAM:
-                shutdown_stream(conn.stream, conn)
 
     def _teardown(self) -> None:
         if self.freeze_gc:
@@ -476,6 +536,22 @@ class Server:
             self.listener.sock.close()
         self.waker.rsock.close()
         self.waker.wsock.close()
+
+    # -- objects of your own in the selector -------------------------------------------------
+
+    def register(self, sock, ready, events: int = EVENT_READ) -> None:
+        """Watch ``sock`` (non-blocking, yours to close) for ``events``: when it is ready the
+        loop calls ``process_ready(ready, server, mask)``. Loop thread only (from another
+        thread: ``call_soon_threadsafe(server.register, ...)``)."""
+        self.selector.register(sock, events, ready)
+
+    def modify(self, sock, ready, events: int) -> None:
+        """Change what ``sock`` is watched for (``EVENT_READ``, ``EVENT_WRITE`` or both)."""
+        self.selector.modify(sock, events, ready)
+
+    def unregister(self, sock) -> None:
+        """Stop watching ``sock``."""
+        self.selector.unregister(sock)
 
     # -- accepting ---------------------------------------------------------------------------
 
@@ -497,8 +573,7 @@ class Server:
         """Accept connections until EAGAIN, the connection cap, or descriptor exhaustion."""
         sock = self.listener.sock
         conns = self.conns
-        limits = self.limits
-        per_client = limits.max_connections_per_client
+        per_client = self.limits.max_connections_per_client
         for _ in range(256):
             if len(conns) >= self.max_connections:
                 self._pause_accepting()  # resumed when a connection closes
@@ -518,20 +593,22 @@ class Server:
                 if exc.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EPERM):
                     continue
                 raise
-            if per_client is not None and not self._count_client(addr, per_client):
-                _refuse(csock)
-                continue
             csock.setblocking(False)
+            if per_client is not None and not self._count_client(addr, per_client):
+                try:
+                    refuse_connection(self, csock)
+                except Exception:
+                    log.exception("refuse_connection failed")
+                csock.close()
+                continue
             try:
                 csock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:
                 pass
-            conn = Connection(csock, self, addr, Buffer(limits=limits))
-            conn.fd = csock.fileno()
-            conn.buf.body_limit = self._body_limit
+            conn = Connection(csock, self, addr)
+            connection_made(self, conn)
             conns.add(conn)
             self.selector.register(csock, EVENT_READ, conn)
-            self.set_deadline(conn, self.now + limits.header_timeout)
 
     def _count_client(self, addr, cap: int) -> bool:
         """Count a new connection from ``addr``'s host; False (not counted) at the cap."""
@@ -550,140 +627,77 @@ class Server:
         else:
             self._clients.pop(host, None)
 
-    def _body_limit(self, request: Request) -> int:
-        fn = getattr(self.app, "body_limit", None)
-        return fn(request, self.limits.max_body) if fn is not None else self.limits.max_body
+    # -- reading -------------------------------------------------------------------------------
 
-    # -- reading and dispatching -------------------------------------------------------------
+    def pause_reading(self, conn: Connection) -> None:
+        """Read nothing more from ``conn`` until :meth:`resume_reading`."""
+        conn.reading = Reading.PAUSED
+        self._update_interest(conn)
 
-    def on_readable(self, conn: Connection) -> None:
-        """Read from ``conn``, then parse and handle every complete request (in order)."""
-        state = conn.state
-        n = buffer_input(conn)
-        if n == 0:
-            self.close(conn)  # EOF or reset: nothing more can come in, nothing to answer
-            return
-        if n < 0:
-            return
-        if state == LINGER:
-            conn.buf.data.clear()
-            return
-        if state == STREAM:
-            conn.buf.data.clear()  # a stream's client has nothing more to say; ignore it
-            return
-        if state is BUSY or state is WAIT:
-            self._update_interest(conn)  # stop reading if too much is parked
-            return
-        self.process_input(conn)
-
-    def process_input(self, conn: Connection) -> None:
-        """Parse and handle buffered requests until one is incomplete or the conn is busy."""
-        buf = conn.buf
-        limits = self.limits
-        while True:
-            state = conn.state
-            if state is IDLE:
-                if not buf.data:
-                    break
-            elif state is not HEAD and state is not BODY:
-                break
-            try:
-                request = _parse_buffer(buf)
-            except HTTPError as err:
-                conn.keep_alive = False
-                # a request refused from its head (its body unread) is answered as itself
-                conn.request = getattr(err, "request", None)
-                error_response(err, conn)
-                conn.request = None
-                conn.close_after = True  # after a framing error the stream cannot be trusted
-                conn.state = LINGER
-                self.set_deadline(conn, self.now + limits.keepalive_timeout)
-                break
-            if request is None:
-                if state is IDLE:
-                    # the first bytes of a request: its head must complete in time
-                    conn.state = state = HEAD
-                    self.set_deadline(conn, self.now + limits.header_timeout)
-                if state is HEAD and buf.pending is not None:
-                    conn.state = BODY
-                    self.set_deadline(conn, self.now + limits.body_timeout)
-                if buf.continue_needed:
-                    buf.continue_needed = False
-                    self.enqueue(conn, response_head(100))
-                break
-            conn.request = request
-            conn.keep_alive = request.keep_alive and not self.stopping
-            conn.state = BUSY
-            handle_request(conn, request)
-            if conn.state is BUSY and conn.request is request:
-                # the handler answered synchronously
-                self.request_done(conn)
-            if conn.out_bytes > limits.output_cap:
-                break  # backpressure: resume parsing when the client has read
-        self.flush(conn)
-
-    def request_done(self, conn: Connection) -> None:
-        """The response to the current request is queued: go on to the next, or close."""
-        conn.request = None
-        if conn.state == CLOSED:
-            return
-        if not conn.keep_alive:
-            conn.close_after = True
-            conn.state = LINGER  # _linger() shortens the deadline once the output is sent
-            self.set_deadline(conn, self.now + self.limits.keepalive_timeout)
-            return
-        conn.state = IDLE
-        self.set_deadline(conn, self.now + self.limits.keepalive_timeout)
-
-    def park(self, conn: Connection) -> None:
-        """The current request will be answered later by :meth:`complete` (no deadline)."""
-        conn.state = WAIT
-        conn.deadline = float("inf")
-
-    def complete(self, conn: Connection, request: Request, result) -> None:
-        """Answer a request whose handler ran elsewhere (a worker thread); loop thread only.
-
-        ``result`` is what the handler returned, or the exception it raised. A connection that
-        closed meanwhile is left alone.
-        """
-        if conn.state is not WAIT or conn.request is not request:
-            return
-        conn.state = BUSY
-        answer(conn, request, result)
-        if conn.state is BUSY and conn.request is request:
-            self.resume(conn)
-
-    def resume(self, conn: Connection) -> None:
-        """Finish a request answered later (blocking handler): flush and parse what waits."""
-        if conn.state == CLOSED:
-            return
-        self.request_done(conn)
-        self.flush(conn)
-        if conn.state == IDLE and conn.buf.data and conn.out_bytes <= self.limits.output_cap:
-            self.process_input(conn)
+    def resume_reading(self, conn: Connection, always: bool = False) -> None:
+        """Read from ``conn`` again: while its output queue is under the cap (backpressure),
+        or ``always`` (a stream, whose input only tells that the client left)."""
+        conn.reading = Reading.ALWAYS if always else Reading.NORMAL
+        self._update_interest(conn)
 
     # -- writing -----------------------------------------------------------------------------
 
-    def enqueue(self, conn: Connection, data: bytes) -> None:
-        """Append ``data`` to ``conn``'s output queue (flushed by :meth:`flush`)."""
-        if conn.state == CLOSED or conn.close_after and conn.state != LINGER:
+    def enqueue(self, conn: Connection, data) -> None:
+        """Append ``data`` (bytes, or a :class:`FileSegment`) to ``conn``'s output queue;
+        :meth:`flush` sends it."""
+        if conn.state is not OPEN or conn.close_after:
             return
         conn.out.append(data)
         conn.out_bytes += len(data)
 
-    def send(self, conn: Connection, data: bytes) -> bool:
-        """Queue ``data`` and try to send at once. False if the connection is gone."""
-        if conn.state == CLOSED:
-            return False
-        conn.out.append(data)
-        conn.out_bytes += len(data)
+    def send(self, conn: Connection, data) -> bool:
+        """Queue ``data`` and send what the socket takes now. False if the connection is
+        gone."""
+        self.enqueue(conn, data)
         self.flush(conn)
-        return conn.state != CLOSED
+        return conn.state is OPEN
+
+    def push(self, conn: Connection, data: bytes) -> bool:
+        """Send ``data`` on a long-lived stream under the slow-consumer policy: a connection
+        whose queue would pass ``limits.output_cap`` is closed (its client reconnects and
+        resumes from history), so the queue holds at most the cap (or what is left of one
+        larger message). The common case, nothing queued, is one ``send``. Returns False when
+        the connection is (now) closed."""
+        if conn.state is not OPEN or conn.close_after:
+            return False
+        if conn.out:
+            if conn.out_bytes + len(data) > self.limits.output_cap:
+                log.info("closing slow consumer %s (%d bytes queued)", conn.addr, conn.out_bytes)
+                self.close(conn)
+                return False
+            conn.out.append(data)
+            conn.out_bytes += len(data)
+            return True
+        try:
+            sent = conn.sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            self.close(conn)
+            return False
+        if sent != len(data):
+            rest = memoryview(data)[sent:]
+            conn.out.append(rest)
+            conn.out_bytes += len(rest)
+            self._update_interest(conn)
+        return True
+
+    def close_when_sent(self, conn: Connection) -> None:
+        """Close ``conn`` once its output is sent (our side is shut first, and the input
+        drained briefly, so the client reads everything before the close)."""
+        conn.close_after = True
+        self.flush(conn)
 
     def flush(self, conn: Connection) -> None:
         """Send as much of the output queue as the socket takes; wait for write-readiness."""
         out = conn.out
         sock = conn.sock
+        was_over = conn.out_bytes > self.limits.output_cap
         while out:
             first = out[0]
             try:
@@ -726,21 +740,18 @@ class Server:
             self._linger(conn)
             return
         self._update_interest(conn)
-        if not out and conn.state == IDLE and conn.buf.data:
-            # input parked by backpressure: parse it now that the client has read
-            self.call_soon_threadsafe(self.process_input, conn)
+        if was_over and conn.out_bytes <= self.limits.output_cap and conn.state is OPEN:
+            # the protocol held input back while the client did not read: go on
+            self.call_soon_threadsafe(_drained, conn)
 
     def _update_interest(self, conn: Connection) -> None:
-        """Register for what ``conn`` needs: write when output waits; read unless parked."""
-        state = conn.state
-        if state == CLOSED:
+        """Register for what ``conn`` needs: write while output waits; read as it wants."""
+        if conn.state is CLOSED:
             return
         events = EVENT_WRITE if conn.out else 0
-        if state is BUSY or state is WAIT:
-            limits = self.limits
-            if len(conn.buf.data) <= limits.max_request_line + limits.max_header_bytes:
-                events |= EVENT_READ
-        elif conn.out_bytes <= self.limits.output_cap or state == STREAM or state == LINGER:
+        reading = conn.reading
+        if conn.state is LINGER or reading is Reading.ALWAYS or (
+                reading is Reading.NORMAL and conn.out_bytes <= self.limits.output_cap):
             events |= EVENT_READ
         if conn.events != events:
             if events == 0:
@@ -753,7 +764,7 @@ class Server:
 
     def _linger(self, conn: Connection) -> None:
         """All sent and the connection must close: shut our side, drain theirs briefly."""
-        if conn.state == CLOSED:
+        if conn.state is not OPEN:
             return
         conn.close_after = False
         conn.state = LINGER
@@ -766,17 +777,15 @@ class Server:
         self.set_deadline(conn, self.now + self.limits.linger_timeout)
 
     def close(self, conn: Connection) -> None:
-        """Close ``conn`` at once and forget it (idempotent)."""
-        if conn.state == CLOSED:
+        """Close ``conn`` at once and forget it (idempotent); its protocol hears of it
+        (``connection_lost``)."""
+        if conn.state is CLOSED:
             return
         conn.state = CLOSED
-        stream = conn.stream
-        if stream is not None:
-            conn.stream = None
-            try:
-                close_stream(stream, conn)
-            except Exception:
-                log.exception("close_stream failed")
+        try:
+            connection_lost(conn.protocol, conn)
+        except Exception:
+            log.exception("connection_lost failed")
         if conn.events:
             try:
                 self.selector.unregister(conn.sock)
@@ -789,7 +798,8 @@ class Server:
                 item.close()
         conn.out.clear()
         conn.out_bytes = 0
-        conn.buf.data = bytearray()
+        if conn.buf is not None:
+            conn.buf.data = bytearray()
         if conn in self.conns:
             self.conns.discard(conn)
             if self.limits.max_connections_per_client is not None:
@@ -797,65 +807,10 @@ class Server:
         if not self.accepting and not self._accept_retry and not self.stopping:
             self._resume_accepting()
 
-    def begin_stream(self, conn: Connection, stream, head: bytes) -> None:
-        """Turn ``conn`` into a long-lived stream (SSE): queue ``head``, drop its deadline.
 
-        From now on the connection reads nothing more from the client (a stream's client has
-        nothing to say; what it sends is discarded), ``close_stream(stream, conn)`` is called
-        when it closes, and ``server.push(conn, data)`` sends to it.
-        """
-        conn.state = STREAM
-        conn.stream = stream
-        conn.request = None
-        idle = self.limits.stream_idle_timeout
-        if idle is None:
-            conn.deadline = float("inf")
-        else:
-            self.set_deadline(conn, self.now + idle)  # then stream_idle(stream, conn)
-        self.enqueue(conn, head)
-        self.flush(conn)
-
-    def push(self, conn: Connection, data: bytes) -> bool:
-        """Send ``data`` on a stream; apply the slow-consumer policy past the output cap.
-
-        Returns False when the connection is (now) closed. The policy is the default one:
-        a consumer whose queue would pass ``limits.output_cap`` is closed (it reconnects and
-        resumes from channel history); the queue never grows past the cap.
-        """
-        if conn.state is CLOSED:
-            return False
-        if conn.out_bytes + len(data) > self.limits.output_cap:
-            log.info("closing slow consumer %s (%d bytes queued)", conn.addr, conn.out_bytes)
-            self.close(conn)
-            return False
-        conn.out.append(data)
-        conn.out_bytes += len(data)
-        if len(conn.out) == 1:
-            self.flush(conn)
-        return conn.state is not CLOSED
-
-    def finish_stream(self, conn: Connection) -> None:
-        """End a long-lived stream: flush what is queued, then close."""
-        conn.keep_alive = False
-        conn.close_after = True
-        self.flush(conn)
-
-
-def _refuse(sock: socket.socket) -> None:
-    """Answer a connection over its client's cap with a short 503 and close it (never blocks:
-    the answer fits in a new socket's buffer, or is dropped)."""
-    try:
-        sock.setblocking(False)
-        sock.send(response_head(503, _TOO_MANY_FIELDS, length=len(_TOO_MANY_BODY),
-                                keep_alive=False) + _TOO_MANY_BODY)
-    except OSError:
-        pass
-    sock.close()
-
-
-_TOO_MANY_BODY = b"503 too many connections from your address\n"
-_TOO_MANY_FIELDS = header_block([("Content-Type", "text/plain; charset=utf-8"),
-                                 ("Retry-After", "1")])
+def _drained(conn: Connection) -> None:
+    if conn.state is OPEN:
+        output_drained(conn.protocol, conn)
 
 
 def _freeze_gc() -> None:
@@ -865,14 +820,14 @@ def _freeze_gc() -> None:
 
 
 class _GcSweeper:
-    """The loop's garbage-collection policy (``Server.freeze_gc``, on by default).
+    """The loop's garbage-collection policy (``Loop.freeze_gc``, on by default).
 
     Python's full collections walk every tracked object; with 10,000 subscribers each one
     paused the loop for 30-70 ms, every few seconds under load: that was the whole p99 of
     push delivery (27 ms; 0.5 ms with this policy, measured by bench/push_bench.py). So once a
     second the young generations are collected and the survivors frozen (``gc.freeze``: out of
     the collector's sight, still freed by reference counting), and every ``every`` seconds
-    (``Server.gc_full_every``, 300 by default) everything is unfrozen and collected once.
+    (``Loop.gc_full_every``, 300 by default) everything is unfrozen and collected once.
     The cost: a reference cycle that becomes garbage after it was frozen waits for that full
     collection.
     """
@@ -891,56 +846,33 @@ class _GcSweeper:
         gc.freeze()
 
 
-@generic
-def close_stream(stream, conn):
-    """Called when a connection with a ``conn.stream`` closes, whatever the reason: release
-    what the stream holds (the push layer unsubscribes it from every channel)."""
-
-
-@close_stream.dispatch
-def close_stream_object(stream: object, conn: Connection):
-    return None
-
-
-@generic
-def stream_idle(stream, conn):
-    """Called when a stream's idle deadline passes (``Limits.stream_idle_timeout``): end it,
-    or give it a new deadline with ``conn.server.set_deadline`` if it was not idle after all.
-    By default the stream ends cleanly (``shutdown_stream``): a client that still wants it
-    reconnects, so a stream nobody publishes to does not hold its slot for ever."""
-
-
-@stream_idle.dispatch
-def stream_idle_object(stream: object, conn: Connection):
-    shutdown_stream(stream, conn)
-
-
-@generic
-def shutdown_stream(stream, conn):
-    """End a stream gracefully when its server stops (a protocol may send a last frame)."""
-
-
-@shutdown_stream.dispatch
-def shutdown_stream_object(stream: object, conn: Connection):
-    conn.server.finish_stream(conn)
-
-
 # --------------------------------------------------------------------------------------------
 # process_ready methods
 
 
 @process_ready.dispatch
-def process_ready_listener(ready: Listener, server: Server):
+def process_ready_listener(ready: Listener, server: Loop, events):
     server.accept()
 
 
 @process_ready.dispatch
-def process_ready_connection(ready: Connection, server: Server):
-    server.on_readable(ready)
+def process_ready_connection(ready: Connection, server: Loop, events):
+    if events & EVENT_WRITE:
+        server.flush(ready)
+        if not events & EVENT_READ or ready.state is CLOSED:
+            return
+    n = buffer_input(ready)
+    if n == 0:
+        server.close(ready)  # EOF or reset: nothing more can come in, nothing to answer
+    elif n > 0:
+        if ready.state is LINGER:
+            ready.buf.data.clear()
+        else:
+            data_received(ready.protocol, ready)
 
 
 @process_ready.dispatch
-def process_ready_waker(ready: Waker, server: Server):
+def process_ready_waker(ready: Waker, server: Loop, events):
     try:
         while ready.rsock.recv(4096):
             pass
@@ -963,141 +895,36 @@ def buffer_input_connection(conn: Connection):
     return n
 
 
-# --------------------------------------------------------------------------------------------
-# Requests, writes and errors
+# The fallbacks: a connection without a protocol of its own reads and drops its input.
+
+@data_received.dispatch
+def data_received_drop(protocol: object, conn: Connection):
+    conn.buf.data.clear()
 
 
-@handle_request.dispatch
-def handle_request_connection(conn: Connection, request: Request):
-    server = conn.server
-    try:
-        result = server.app.handle(request, conn)
-    except Exception as exc:
-        answer(conn, request, exc)
-        return
-    if result is _DEFERRED:  # the handler answers later through server.complete
-        conn.server.park(conn)
-    else:
-        answer(conn, request, result)
+@connection_lost.dispatch
+def connection_lost_nothing(protocol: object, conn: Connection):
+    return None
 
 
-def answer(conn: Connection, request: Request, result) -> None:
-    """Write ``result`` (a handler's return value, or the exception it raised) as the response
-    to ``request`` on ``conn``: ``write`` for values, ``error_response`` for exceptions (an
-    exception instance is answered as if raised, so a worker thread can hand one back).
-
-    A ``write`` or ``error_response`` method that fails (a header refused by the head writer,
-    a bug) leaves nothing half-written: what it queued is taken back and a plain 500 goes out.
-    """
-    mark, queued = len(conn.out), conn.out_bytes
-    try:
-        try:
-            if isinstance(result, BaseException):
-                raise result
-            write(result, conn)
-        except HTTPError as err:
-            _take_back(conn, mark, queued)
-            error_response(err, conn)
-    except Exception as exc:
-        log.error("handler failed for %s %s\n%s", request.method, request.target,
-                  "".join(traceback.format_exception(exc)))
-        _take_back(conn, mark, queued)
-        try:
-            error_response(_internal_error(exc, conn.server.debug), conn)
-        except Exception:
-            log.exception("error_response failed")
-            _take_back(conn, mark, queued)
-            conn.keep_alive = False
-            conn.server.enqueue(conn, response_head(500, length=0, keep_alive=False))
+@deadline_passed.dispatch
+def deadline_passed_close(protocol: object, conn: Connection):
+    conn.server.close(conn)
 
 
-def _take_back(conn: Connection, mark: int, queued: int) -> None:
-    """Drop what was queued on ``conn`` after ``mark`` items (a response that failed midway)."""
-    out = conn.out
-    if len(out) > mark and conn.out_bytes >= queued:
-        for item in out[mark:]:
-            if item.__class__ is FileSegment:
-                item.close()
-        del out[mark:]
-        conn.out_bytes = queued
+@shutdown.dispatch
+def shutdown_close(protocol: object, conn: Connection):
+    conn.server.close(conn)
 
 
-class _Deferred:
-    """Returned by an app's ``handle`` when the response will be written later."""
-
-    def __repr__(self):
-        return "DEFERRED"
-
-
-_DEFERRED = _Deferred()
-DEFERRED = _DEFERRED
-
-
-def _internal_error(exc: BaseException, debug: bool) -> HTTPError:
-    err = HTTPError(500, "Internal Server Error")
-    if debug:
-        err.debug_text = "".join(traceback.format_exception(exc))
-    return err
-
-
-def send_response(response: Response, conn: Connection) -> None:
-    """Encode ``response`` for the current request of ``conn`` and queue it."""
-    request = conn.request
-    if request is None:
-        head_only, http10 = False, False
-    else:
-        head_only = request.method == "HEAD"
-        http10 = request.version == "HTTP/1.0"
-    conn.server.enqueue(conn, encode_response(response, head_only, conn.keep_alive, http10))
-
-
-@write.dispatch
-def write_response(obj: Response, conn: Connection):
-    send_response(obj, conn)
-
-
-@write.dispatch
-def write_str(obj: str, conn: Connection):
-    send_response(Response(obj, content_type="text/html"), conn)
-
-
-@write.dispatch
-def write_bytes(obj: bytes, conn: Connection):
-    send_response(Response(obj, content_type="application/octet-stream"), conn)
-
-
-@write.dispatch
-def write_dict_list(obj: dict | list, conn: Connection):
-    send_response(Response(json_bytes(obj), content_type="application/json"), conn)
-
-
-@write.dispatch
-def write_none(obj: None, conn: Connection):
-    send_response(Response(b"", status=204), conn)
-
-
-@error_response.dispatch
-def error_response_int(error: int, conn: Connection):
-    error_response(HTTPError(error), conn)
-
-
-@error_response.dispatch
-def error_response_http_error(error: HTTPError, conn: Connection):
-    text = f"{error.status} {error.reason}\n"
-    debug_text = getattr(error, "debug_text", None)
-    if debug_text:
-        text += "\n" + debug_text
-    if error.status >= 400 and conn.request is None:
-        conn.keep_alive = False  # a framing error: the stream cannot be trusted any more
-    response = Response(text, status=error.status, content_type="text/plain",
-                        headers=error.headers)
-    send_response(response, conn)
+@output_drained.dispatch
+def output_drained_nothing(protocol: object, conn: Connection):
+    return None
 
 
 __all__ = [
-    "Server", "Listener", "Connection", "Waker", "process_ready", "buffer_input",
-    "handle_request", "write", "error_response", "close_stream", "shutdown_stream", "stream_idle",
-    "send_response", "answer",
-    "FileSegment",
-    "raise_fd_limit", "DEFERRED",
+    "Loop", "Listener", "Connection", "Waker", "FileSegment", "Link", "Reading",
+    "process_ready", "buffer_input", "connection_made", "data_received", "output_drained",
+    "deadline_passed", "connection_lost", "shutdown", "refuse_connection", "raise_fd_limit",
+    "EVENT_READ", "EVENT_WRITE",
 ]

@@ -46,13 +46,12 @@ import attrs
 from . import sse
 from ..clos import generic
 from ..http import (
-    HTTPError, Request, Response, header_block, json_bytes, parse_params, response_head,
+    HTTPError, Request, Response, header_block, json_bytes, parse_params,
 )
 from ..http.head import _headers as _check_headers
-from ..loop.server import (
-    STREAM as _STREAM, Connection, close_stream, send_response, shutdown_stream, stream_idle,
-    write,
-)
+from ..http.connection import State as _HTTPState
+from ..http.server import close_stream, send_response, shutdown_stream, stream_idle, write
+from ..loop.server import Connection
 from ..web.responses import with_headers
 
 log = logging.getLogger("clos_web.push")
@@ -167,15 +166,15 @@ def encode_event_object(message: object):
 
 @attrs.define(slots=True, eq=False)
 class _Subs:
-    """One channel's subscribers on one server: SSE streams (chunked or raw) and poll waiters."""
+    """One channel's subscribers on one server: streams (a :class:`Subscription` of any
+    transport) and waiting long-polls. A published event is written to each with ``write``."""
 
-    chunked: dict = attrs.field(factory=dict)   # Connection -> None (HTTP/1.1 streams)
-    raw: dict = attrs.field(factory=dict)       # Connection -> None (HTTP/1.0 streams)
-    waiters: dict = attrs.field(factory=dict)   # Connection -> _Waiter (long-poll)
+    streams: dict = attrs.field(factory=dict)   # Subscription -> None, in joining order
+    waiters: dict = attrs.field(factory=dict)   # Connection -> PollWaiter (long-poll)
     last: float = 0.0                           # last time anything was sent (heartbeats)
 
     def __bool__(self) -> bool:
-        return bool(self.chunked or self.raw or self.waiters)
+        return bool(self.streams or self.waiters)
 
 
 @attrs.define(slots=True, eq=False)
@@ -306,7 +305,7 @@ class Channels:
         with self._lock:
             chans = self._channels.values() if name is None else filter(
                 None, [self._channels.get(name)])
-            return sum(len(s.chunked) + len(s.raw) + len(s.waiters)
+            return sum(len(s.streams) + len(s.waiters)
                        for ch in chans for s in ch.subs.values())
 
     def events(self, name: str, after: str | None = None) -> list:
@@ -536,7 +535,7 @@ class Channels:
                 for server, subs in ch.subs.items():
                     subs.last = now
                     local = self._locals[server]
-                    local.outbox.append((ev, list(subs.chunked), list(subs.raw),
+                    local.outbox.append((ev, list(subs.streams),
                                          list(subs.waiters.values()) if subs.waiters else ()))
                     if not local.scheduled:
                         local.scheduled = True
@@ -553,8 +552,8 @@ class Channels:
         return eid
 
     def _drain(self, server, local: _Local) -> None:
-        """Fan out what waits in ``local``'s outbox (loop thread): same bytes to every conn."""
-        push = server.push
+        """Fan out what waits in ``local``'s outbox (loop thread): ``write(event, sub)`` for
+        every subscriber, the event encoded once (its bytes are shared by all)."""
         lock = self._lock
         outbox = local.outbox
         while True:
@@ -564,30 +563,11 @@ class Channels:
                     return
                 batch = list(outbox)
                 outbox.clear()
-            for ev, chunked, raw, waiters in batch:
-                if chunked:
-                    _fanout(server, push, chunked, ev.chunk)
-                if raw:
-                    _fanout(server, push, raw, ev.raw)
+            for ev, streams, waiters in batch:
+                if streams:
+                    write_each(ev, streams)
                 if waiters:
-                    self._answer_polls(server, ev, waiters)
-
-    def _answer_polls(self, server, ev: Event, waiters) -> None:
-        """Answer the polls waiting for ``ev`` (loop thread), its JSON encoded once for all.
-
-        An event whose JSON passes the poll budget (half the output cap) is answered with
-        ``reset`` instead: the client reloads that channel rather than the server queueing the
-        event, and polls again from its id (so events after it, on any channel, still come).
-        """
-        part, last = ev.json(), ev.id
-        if len(part) > _budget(server):
-            with self._lock:
-                part = self._reset_event(ev.channel, True, at=ev).json()
-        for waiter in waiters:
-            try:
-                waiter.wake([part], last)
-            except Exception:
-                log.exception("long-poll answer failed")
+                    write_each(ev, waiters)
 
     # -- joining and leaving -----------------------------------------------------------------
 
@@ -602,20 +582,19 @@ class Channels:
             resets, events = self._catch_up(sub.names, last_id, now, budget)
             reset_events = [self._reset_event(name, not events) for name in resets]
             for ch in chans:
-                subs = self._subs(ch, server)
-                (subs.chunked if sub.chunked else subs.raw)[sub.conn] = None
+                self._subs(ch, server).streams[sub] = None
         return reset_events + events
 
     def _add(self, sub: "Subscription", name: str) -> None:
         with self._lock:
             if name in sub.names:
                 return
-            subs = self._subs(self._get(name), sub.conn.server)
-            (subs.chunked if sub.chunked else subs.raw)[sub.conn] = None
+            self._subs(self._get(name), sub.conn.server).streams[sub] = None
             sub.names.append(name)
 
-    def _remove(self, conn: Connection, names) -> None:
-        server = conn.server
+    def _remove(self, key, names, server) -> None:
+        """Remove ``key`` (a stream's :class:`Subscription`, or a waiting poll's connection)
+        from the subscribers of ``names`` on ``server``."""
         with self._lock:
             for name in names:
                 ch = self._channels.get(name)
@@ -624,9 +603,8 @@ class Channels:
                 subs = ch.subs.get(server)
                 if subs is None:
                     continue
-                subs.chunked.pop(conn, None)
-                subs.raw.pop(conn, None)
-                subs.waiters.pop(conn, None)
+                subs.streams.pop(key, None)
+                subs.waiters.pop(key, None)
                 if not subs:
                     del ch.subs[server]
                     if not ch.subs and ch.history and self._channels.get(name) is ch:
@@ -644,16 +622,12 @@ class Channels:
                 if ch.history and ch.history[0].time < now - self.max_age:
                     self._prune(ch, now)
                 subs = ch.subs.get(server)
-                if subs is not None and subs.last <= idle and (subs.chunked or subs.raw):
+                if subs is not None and subs.last <= idle and subs.streams:
                     subs.last = now
-                    beat.append((list(subs.chunked), list(subs.raw)))
+                    beat.append(list(subs.streams))
                 self._maybe_drop(ch)
-        push = server.push
-        for chunked, raw in beat:
-            for conn in chunked:
-                push(conn, _HEARTBEAT_CHUNK)
-            for conn in raw:
-                push(conn, _HEARTBEAT)
+        for streams in beat:
+            write_each(HEARTBEAT, streams)
 
     # -- ending streams ----------------------------------------------------------------------
 
@@ -669,35 +643,41 @@ class Channels:
                 None, [self._channels.get(name)])
             for ch in chans:
                 for server, subs in ch.subs.items():
-                    per_server.setdefault(server, {}).update(dict.fromkeys(subs.chunked))
-                    per_server[server].update(dict.fromkeys(subs.raw))
+                    per_server.setdefault(server, {}).update(
+                        dict.fromkeys(sub.conn for sub in subs.streams))
         for server, conns in per_server.items():
             _on_loop(server, _end_all, list(conns))
         return sum(len(c) for c in per_server.values())
 
 
-def _fanout(server, push, conns, data: bytes) -> None:
-    """Send the same ``data`` to every connection in ``conns`` (loop thread).
+def write_each(obj, subscribers) -> None:
+    """``write(obj, sub)`` for every subscriber in ``subscribers`` (loop thread): the fan-out.
 
-    The fast path is one ``send`` per idle stream (nothing queued): its Python work around the
-    system call is a few attribute reads. A partial send, a stream with output already queued
-    or any other state goes through ``server.push``, which queues, registers for write-readiness
-    and applies the slow-consumer policy.
+    The effective method of ``write`` is looked up once per run of subscribers of the same
+    class (``write.resolve``: the generic's own cached dispatch, with every before, after and
+    around method a user added) and called for each, so a published event costs one call per
+    subscriber on top of its ``send``. One subscriber's failure never stops the others.
     """
-    size = len(data)
-    for conn in conns:
-        if conn.out or conn.state is not _STREAM:
-            push(conn, data)
-            continue
+    cls = method = None
+    resolve = write.resolve
+    for sub in subscribers:
+        if sub.__class__ is not cls:
+            cls = sub.__class__
+            method = resolve(obj, sub)
         try:
-            sent = conn.sock.send(data)
-        except BlockingIOError:
-            sent = 0
-        except OSError:
-            server.close(conn)
-            continue
-        if sent != size:
-            push(conn, data[sent:])
+            method(obj, sub)
+        except Exception:
+            log.exception("writing %s to %r failed", type(obj).__name__, sub)
+
+
+@attrs.define(slots=True, frozen=True)
+class Heartbeat:
+    """What a stream is sent when nothing was published for a while (``Channels.heartbeat``):
+    ``write(HEARTBEAT, sub)`` sends it the way its transport keeps a connection alive (an SSE
+    comment line; a WebSocket ping)."""
+
+
+HEARTBEAT = Heartbeat()
 
 
 _HEARTBEAT = sse.HEARTBEAT  # a comment line and no blank line: no client sees an event
@@ -720,15 +700,17 @@ def _end_all(conns) -> None:
 
 
 def end_stream(conn: Connection) -> None:
-    """End the SSE stream on ``conn`` cleanly (last chunk, then close); loop thread only."""
-    sub = conn.stream
+    """End the stream on ``conn`` cleanly (an SSE stream's last chunk, then close); loop
+    thread only."""
+    http = conn.protocol
+    sub = getattr(http, "stream", None)
     if isinstance(sub, Subscription):
-        conn.stream = None
-        sub.registry._remove(conn, sub.names)
-        if sub.chunked:
-            conn.server.push(conn, sse.LAST_CHUNK)
+        http.stream = None
+        names, sub.names = sub.names, []
+        sub.registry._remove(sub, names, conn.server)
+        write(END, sub)
     if not conn.closed:
-        conn.server.finish_stream(conn)
+        conn.server.close_when_sent(conn)
 
 
 @stream_idle.dispatch
@@ -750,6 +732,15 @@ def stream_idle_subscription(stream: Subscription, conn: Connection):
 @shutdown_stream.dispatch
 def shutdown_stream_subscription(stream: Subscription, conn: Connection):
     end_stream(conn)  # the last chunk, then close
+
+
+@attrs.define(slots=True, frozen=True)
+class End:
+    """What a stream is sent last when it ends cleanly: ``write(END, sub)`` (an SSE stream
+    over HTTP/1.1: the last chunk, so the client sees a complete response and reconnects)."""
+
+
+END = End()
 
 
 # --------------------------------------------------------------------------------------------
@@ -809,7 +800,7 @@ def unsubscribe_str(channel: str, conn: Connection):
     sub = _subscription(conn)
     if channel in sub.names:
         sub.names.remove(channel)
-        sub.registry._remove(conn, [channel])
+        sub.registry._remove(sub, [channel], conn.server)
 
 
 @unsubscribe.dispatch
@@ -821,13 +812,13 @@ def unsubscribe_channel(channel: Channel, conn: Connection):
 def unsubscribe_none(channel: None, conn: Connection):
     sub = _subscription(conn)
     names, sub.names = sub.names, []
-    sub.registry._remove(conn, names)
+    sub.registry._remove(sub, names, conn.server)
 
 
 def _subscription(conn: Connection) -> "Subscription":
-    sub = conn.stream
+    sub = getattr(conn.protocol, "stream", None)
     if not isinstance(sub, Subscription):
-        raise ValueError("the connection is not an SSE stream")
+        raise ValueError("the connection is not a stream of channels")
     return sub
 
 
@@ -888,14 +879,66 @@ def with_headers_long_poll(result: LongPoll, headers):
     return attrs.evolve(result, headers=result.headers + tuple(headers))
 
 
-@attrs.define(slots=True, eq=False)
+@attrs.define(slots=True, eq=False, repr=False)
 class Subscription:
-    """The state of one SSE connection (``conn.stream``): its registry and channel names."""
+    """A stream reading channels (``conn.protocol.stream``): its registry, connection and
+    channel names. This class is the SSE transport over HTTP/1.1 (each event one chunk); a
+    transport is a subclass with its own ``write`` methods for :class:`Event`,
+    :class:`Heartbeat` and :class:`End` (:class:`RawSubscription` is SSE over HTTP/1.0)."""
 
     registry: Channels
     conn: Connection
     names: list
-    chunked: bool
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.names[:5]!r}{'...' if len(self.names) > 5 else ''}>"
+
+
+@attrs.define(slots=True, eq=False, repr=False)
+class RawSubscription(Subscription):
+    """SSE over HTTP/1.0: the events as they are, the stream ending when the connection
+    closes (no chunks)."""
+
+
+@write.dispatch
+def write_event_sse(event: Event, sub: Subscription):
+    sub.conn.server.push(sub.conn, event.chunk)
+
+
+@write.dispatch
+def write_event_sse_raw(event: Event, sub: RawSubscription):
+    sub.conn.server.push(sub.conn, event.raw)
+
+
+@write.dispatch
+def write_heartbeat_sse(beat: Heartbeat, sub: Subscription):
+    sub.conn.server.push(sub.conn, _HEARTBEAT_CHUNK)
+
+
+@write.dispatch
+def write_heartbeat_sse_raw(beat: Heartbeat, sub: RawSubscription):
+    sub.conn.server.push(sub.conn, _HEARTBEAT)
+
+
+@write.dispatch
+def write_end_sse(end: End, sub: Subscription):
+    sub.conn.server.push(sub.conn, sse.LAST_CHUNK)
+
+
+@write.dispatch
+def write_end_sse_raw(end: End, sub: RawSubscription):
+    return None  # the stream ends with the connection
+
+
+@write.dispatch
+def write_event_connection(event: Event, conn: Connection):
+    # on a stream: the event goes to that one subscriber (not to the channel); otherwise it
+    # is the answer, as long-poll shapes an event: {"id", "event", "data"}
+    stream = getattr(conn.protocol, "stream", None)
+    if stream is not None and conn.protocol.state is _HTTPState.STREAM:
+        write(event, stream)
+    else:
+        send_response(Response(event.json(), content_type="application/json"), conn)
 
 
 def request_last_id(request: Request | None) -> str | None:
@@ -924,24 +967,26 @@ _SSE_FIELDS = header_block([("Content-Type", "text/event-stream"),
 
 @write.dispatch
 def write_event_stream(obj: EventStream, conn: Connection):
-    request = conn.request
+    http = conn.protocol
+    request = http.request
     server = conn.server
     registry = obj.registry if obj.registry is not None else channels
-    http10 = request is not None and request.version == "HTTP/1.0"
-    # HTTP/1.1: chunked; HTTP/1.0: the stream ends when the connection closes
-    head = response_head(200, _SSE_FIELDS + header_block(obj.headers), chunked=not http10,
-                         keep_alive=not http10, http10=http10)
-    if request is not None and request.method == "HEAD":
-        server.enqueue(conn, head)
+    http10 = http.http10
+    block = _SSE_FIELDS + header_block(obj.headers)
+    if http.head_only:
+        server.enqueue(conn, http.head(200, block, chunked=True))
         return
     last_id = obj.last_id if obj.last_id is not None else request_last_id(request)
-    sub = Subscription(registry, conn, list(obj.channels), not http10)
+    sub = (RawSubscription if http10 else Subscription)(registry, conn, list(obj.channels))
     first = registry._join(sub, last_id, _budget(server, conn))  # may refuse (503)
-    conn.keep_alive = False
+    # HTTP/1.1: chunked; HTTP/1.0: the stream ends when the connection closes
+    head = http.head(200, block, chunked=True)
     retry = int((registry.retry + random.random() * registry.retry_jitter) * 1000)
     # ": ok" and "retry:" end with no blank line: the first event's block absorbs them
     body = b"".join([sse.preamble(retry)] + [e.raw for e in first])
-    server.begin_stream(conn, sub, head + (body if http10 else sse.chunk(body)))
+    http.start_stream(sub, server.now)
+    server.enqueue(conn, head + (body if http10 else sse.chunk(body)))
+    server.resume_reading(conn, always=True)  # to notice the client leaving, whatever is queued
 
 
 def _budget(server, conn: Connection | None = None) -> int:
@@ -965,12 +1010,13 @@ def _budget(server, conn: Connection | None = None) -> int:
 @close_stream.dispatch
 def close_stream_subscription(stream: Subscription, conn: Connection):
     names, stream.names = stream.names, []
-    stream.registry._remove(conn, names)
+    stream.registry._remove(stream, names, conn.server)
 
 
-@attrs.define(slots=True, eq=False)
-class _Waiter:
-    """A parked long-poll request (``conn.stream`` while it waits)."""
+@attrs.define(slots=True, eq=False, repr=False)
+class PollWaiter:
+    """A long-poll waiting for its next event (``conn.protocol.stream`` while it waits): the
+    long-poll transport. ``write(event, waiter)`` answers it."""
 
     registry: Channels
     conn: Connection
@@ -980,6 +1026,9 @@ class _Waiter:
     headers: tuple = ()
     done: bool = False
 
+    def __repr__(self) -> str:
+        return f"<PollWaiter {self.names[:5]!r} done={self.done}>"
+
     def wake(self, parts, last_id: str) -> None:
         """Answer with the events encoded as JSON in ``parts`` and ``last_id`` (loop thread);
         later calls do nothing."""
@@ -987,13 +1036,36 @@ class _Waiter:
             return
         self.done = True
         conn = self.conn
-        if conn.stream is self:
-            conn.stream = None
-        self.registry._remove(conn, self.names)
+        http = conn.protocol
+        if http.stream is self:
+            http.stream = None
+        self.registry._remove(conn, self.names, conn.server)
         conn.server.complete(conn, self.request, _poll_response(parts, last_id, self.headers))
 
     def expire(self) -> None:
         self.wake([], self.last_id)
+
+
+@write.dispatch
+def write_event_poll(event: Event, waiter: PollWaiter):
+    # An event whose JSON passes the poll budget (half the output cap) is answered with
+    # ``reset`` instead: the client reloads that channel rather than the server queueing the
+    # event, and polls again from its id (so events after it, on any channel, still come).
+    part = _poll_json(event)
+    if len(part) > _budget(waiter.conn.server):
+        registry = waiter.registry
+        with registry._lock:
+            part = registry._reset_event(event.channel, True, at=event).json()
+    waiter.wake([part], event.id)
+
+
+_last_json = [None, b""]  # [event, its JSON]: encoded once for all the polls it answers
+
+
+def _poll_json(event: Event) -> bytes:
+    if _last_json[0] is not event:
+        _last_json[:] = event, event.json()
+    return _last_json[1]
 
 
 def _poll_response(parts, last_id: str, headers: tuple = ()) -> Response:
@@ -1017,7 +1089,8 @@ def _fit(events, budget: int) -> list:
 
 @write.dispatch
 def write_long_poll(obj: LongPoll, conn: Connection):
-    request = conn.request
+    http = conn.protocol
+    request = http.request
     server = conn.server
     registry = obj.registry if obj.registry is not None else channels
     names = list(obj.channels)
@@ -1030,7 +1103,7 @@ def write_long_poll(obj: LongPoll, conn: Connection):
             reset_events = [registry._reset_event(name, True) for name in resets]
         elif not events:
             position = last_id if registry._parse_id(last_id) is not None else registry.last_id
-            waiter = _Waiter(registry, conn, request, names, position, obj.headers)
+            waiter = PollWaiter(registry, conn, request, names, position, obj.headers)
             for ch in registry._get_all(names):  # all or none (503)
                 registry._subs(ch, server).waiters[conn] = waiter
     if resets:
@@ -1048,15 +1121,15 @@ def write_long_poll(obj: LongPoll, conn: Connection):
             last = events[0].id
         send_response(_poll_response(parts, last, obj.headers), conn)
         return
-    server.park(conn)
-    conn.stream = waiter
+    # nothing is written now: the answer comes later (server.complete, from waiter.wake)
+    http.stream = waiter
     server.call_later(obj.timeout, waiter.expire)
 
 
 @close_stream.dispatch
-def close_stream_waiter(stream: _Waiter, conn: Connection):
+def close_stream_waiter(stream: PollWaiter, conn: Connection):
     stream.done = True
-    stream.registry._remove(conn, stream.names)
+    stream.registry._remove(conn, stream.names, conn.server)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1103,6 +1176,7 @@ def channel(registry: Channels | None = None, *, poll: bool = False, timeout: fl
 
 __all__ = [
     "Channels", "Channel", "Event", "Message", "EventStream", "LongPoll", "Subscription",
+    "RawSubscription", "PollWaiter", "Heartbeat", "HEARTBEAT", "End", "END", "write_each",
     "channels", "channel", "publish", "subscribe", "unsubscribe", "encode_event", "end_stream",
     "request_last_id",
 ]

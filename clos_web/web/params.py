@@ -66,7 +66,8 @@ import attrs
 
 from ..clos import generic
 from ..http import BadRequest, Request, Response, json_bytes, parse_params
-from ..loop import Connection, error_response, send_response
+from ..http import error_response, send_response
+from ..loop import Connection
 from .responses import with_headers
 from .sessions import Session
 
@@ -821,7 +822,7 @@ def _wants_json(request: Request | None) -> bool:
 
 @error_response.dispatch
 def error_response_param_error(error: ParamError, conn: Connection):
-    if _wants_json(conn.request):
+    if _wants_json(conn.protocol.request):
         body = json_bytes({"error": "bad parameter", "parameter": error.param,
                            "reason": error.why, "status": error.status})
         send_response(Response(body, status=error.status, content_type="application/json",

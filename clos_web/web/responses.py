@@ -13,8 +13,9 @@ import enum
 import attrs
 
 from ..clos import generic
-from ..http import Response, date_line, head_end, header_block, json_bytes, response_head
-from ..loop import Connection, send_response, write
+from ..http import Response, date_line, header_block, json_bytes, response_head
+from ..http import send_response, write
+from ..loop import Connection
 
 
 def _jsonable(obj):
@@ -120,13 +121,10 @@ def write_plain_text(obj: PlainText, conn: Connection):
     date = date_line()
     if _text_head[0] is not date:  # a new second (were it the same Date, only slower)
         _text_head[:] = date, response_head(200, _TEXT_TYPE)[:-2] + b"Content-Length: "
-    request = conn.request
-    http10 = request is not None and request.version == "HTTP/1.0"
-    length = len(body)
-    if request is not None and request.method == "HEAD":
-        body = b""
-    conn.server.enqueue(conn, b"%s%d\r\n%s%s" % (_text_head[1], length,
-                                                   head_end(conn.keep_alive, http10), body))
+    http = conn.protocol
+    end = http.end_of_head(200)
+    conn.server.enqueue(conn, b"%s%d\r\n%s%s" % (_text_head[1], len(body), end,
+                                                   b"" if http.head_only else body))
 
 
 @as_response.dispatch

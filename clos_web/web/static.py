@@ -23,8 +23,9 @@ import stat
 
 import attrs
 
-from ..http import NotFound, Request, Response, header_block, response_head
-from ..loop import Connection, FileSegment, write
+from ..http import NotFound, Request, Response, header_block
+from ..http import write
+from ..loop import Connection, FileSegment
 from .responses import as_response, with_headers
 
 
@@ -46,12 +47,8 @@ def _head(obj, conn: Connection) -> tuple[bytes, bool]:
     """The response head for ``obj`` (status, headers, count) and HEAD-ness. The headers go
     through :func:`header_block` like every response's: one added by a middleware from user
     input cannot split the response."""
-    request = conn.request
-    head_only = request is not None and request.method == "HEAD"
-    http10 = request is not None and request.version == "HTTP/1.0"
-    head = response_head(obj.status, header_block(obj.headers), length=obj.count,
-                         keep_alive=conn.keep_alive, http10=http10)
-    return head, head_only
+    http = conn.protocol
+    return http.head(obj.status, header_block(obj.headers), length=obj.count), http.head_only
 
 
 @write.dispatch

@@ -20,7 +20,7 @@ from typing import Callable
 import attrs
 
 from ..http import HTTPError
-from ..loop import DEFERRED
+from ..http import DEFERRED
 
 
 @attrs.define(slots=True, eq=False)

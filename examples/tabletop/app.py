@@ -156,7 +156,7 @@ def _wants_json(request: Request | None) -> bool:
 
 @error_response.dispatch
 def error_response_game_error(error: GameError, conn: Connection):
-    if _wants_json(conn.request):
+    if _wants_json(conn.protocol.request):
         body = _json({"error": error.reason, "status": error.status})
         write(Response(body, status=error.status, content_type="application/json"), conn)
     else:
