@@ -8,7 +8,7 @@ from .web.app import App, Route, default_app
 from .web.cookies import cookie_header, cookies, delete_cookie, parse_cookies, set_cookie
 from .web.middleware import cors, csrf_guard, logging_middleware
 from .web.params import Length, ParamError, Pattern, Range, UploadedFile, parse_param, restrict
-from .web.responses import PlainText, as_response, redirect, with_headers
+from .web.responses import PlainText, as_response, json_text, redirect, to_json, with_headers
 from .web.sessions import MemorySessions, Session, SignedCookieSessions
 from .web.static import StaticFiles
 from .web.workers import WorkerPool
@@ -53,7 +53,7 @@ __all__ = [
     "VersionNotSupported", "parse", "parse_params", "process_ready", "buffer_input",
     "handle_request", "write", "error_response", "Connection", "Listener", "Waker",
     "DEFERRED", "raise_fd_limit", "generic", "call_next_method", "next_method_p", "describe",
-    "send_response",
+    "send_response", "to_json", "json_text",
     "default_app", "parse_param", "restrict", "Range", "Length", "Pattern", "UploadedFile",
     "ParamError", "PlainText", "redirect", "as_response", "with_headers", "cookies", "parse_cookies",
     "cookie_header", "set_cookie", "delete_cookie", "Session", "MemorySessions",

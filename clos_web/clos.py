@@ -981,6 +981,8 @@ class Generic:
         [check, area_of_square, audit]
         """
         self._check_arity(args)
+        if self._pending:
+            self._register_pending()
         found, _ = self._applicable(self._table.methods, args)
         return found[AROUND] + found[BEFORE] + found[PRIMARY] + found[AFTER][::-1]
 
@@ -991,6 +993,8 @@ class Generic:
 
     @property
     def methods(self) -> tuple:
+        if self._pending:
+            self._register_pending()
         return self._table.methods
 
     @property

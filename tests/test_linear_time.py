@@ -16,11 +16,14 @@ here, so the code behind the limits is measured; a server may be configured that
 from __future__ import annotations
 
 import contextlib
+import datetime
+import decimal
 import enum
 import gc
 import json
 import signal
 import time
+import uuid
 from typing import Literal
 
 import attrs
@@ -119,6 +122,15 @@ class Suit(enum.Enum):
     SPADES = "spades"
 
 
+class Level(enum.IntEnum):
+    LOW = 1
+    HIGH = 2
+
+
+class Tone(enum.StrEnum):
+    SOFT = "soft"
+
+
 @attrs.define
 class Point:
     x: int
@@ -162,6 +174,20 @@ def _spec_convert(annotation):
     attrs_long_label=(_convert(Point), lambda n: {"x": 1, "y": 2, "label": "a" * n}),
     json_int_for_float=(_convert(float), lambda n: int("9" * min(n // 250, 4000))),
     json_list_for_int=(_convert(int), lambda n: [1] * (n // 10)),
+    date_digits=(_convert(datetime.date), lambda n: "2" * n),
+    date_almost=(_convert(datetime.date), lambda n: "2024-02-29" * (n // 10)),
+    datetime_almost=(_convert(datetime.datetime), lambda n: "2024-02-29T13:45:30+05:30"
+                     + "0" * n),
+    time_colons=(_convert(datetime.time), lambda n: "12:" * (n // 3)),
+    uuid_hex=(_convert(uuid.UUID), lambda n: "a" * n),
+    uuid_hyphens=(_convert(uuid.UUID), lambda n: "-" * n),
+    decimal_digits_then_letter=(_convert(decimal.Decimal), lambda n: "9" * n + "x"),
+    decimal_long_valid=(_convert(decimal.Decimal), lambda n: "9" * n),
+    decimal_long_exponent=(_convert(decimal.Decimal), lambda n: "1e" + "9" * n),
+    decimal_nan=(_convert(decimal.Decimal), lambda n: "NaN" + "0" * n),
+    json_int_for_decimal=(_convert(decimal.Decimal), lambda n: int("9" * min(n // 250, 4000))),
+    int_enum_almost=(_convert(Level), lambda n: "1" * n),
+    str_enum_almost=(_convert(Tone), lambda n: "soft" * (n // 4)),
 )
 def test_converters_are_linear(fn, make):
     assert_linear(fn, make)

@@ -126,20 +126,20 @@ class Card:
 
 
 def test_repl_changes_take_effect_on_a_running_server(serve):
-    """Redefine a handler, add a parse_param method and a write method while serving."""
+    """Redefine a handler, a parse_param method, and add a write method while serving. (A
+    type's first parse_param method comes before the handlers that use it: a handler is
+    checked when it is declared.)"""
     app = App()
+
+    @clos_web.parse_param.dispatch
+    def parse_card(kind: type[Card], raw: str, bound):
+        return Card(raw)
 
     @app.get("/card")
     def card(c: Card):
         return c
 
     server = serve(app)  # started with background=True
-    assert request(server, GET("/card?c=ace"))[0] == 400  # no parse_param for Card yet
-
-    @clos_web.parse_param.dispatch
-    def parse_card(kind: type[Card], raw: str, bound):
-        return Card(raw)
-
     assert request(server, GET("/card?c=ace"))[0] == 500  # parsed, but no write for Card
 
     @clos_web.write.dispatch
@@ -147,6 +147,15 @@ def test_repl_changes_take_effect_on_a_running_server(serve):
         send_response(Response(f"card {obj.rank}", content_type="text/plain"), conn)
 
     assert request(server, GET("/card?c=ace"))[2] == b"card ace"
+
+    @clos_web.parse_param.dispatch
+    def parse_card(kind: type[Card], raw: str, bound):  # noqa: F811 (redefined)
+        if raw == "joker":
+            raise ValueError("no jokers at this table")
+        return Card(raw)
+
+    status, _, body = request(server, GET("/card?c=joker"))
+    assert status == 400 and b"no jokers" in body
 
     @app.get("/card")
     def card(c: Card):  # noqa: F811 (redefined at the "REPL")

@@ -101,9 +101,11 @@ class Response:
     once and returned many times costs one join per request.
     """
 
-    body: bytes = attrs.field(default=b"", converter=_body)
+    body: bytes = attrs.field(default=b"", converter=_body,
+                              repr=lambda body: f"<{len(body)} bytes>")
     status: int = 200
-    headers: tuple = attrs.field(default=(), converter=_headers)
+    headers: tuple = attrs.field(default=(), converter=_headers,
+                                 repr=lambda fields: f"<{len(fields)} fields>")
     content_type: str | None = attrs.field(default=None, converter=_content_type)
     _wire: bytes | None = attrs.field(default=None, init=False, repr=False)
     _closes: bool = attrs.field(default=False, init=False, repr=False)  # Connection: close
@@ -162,7 +164,7 @@ def response_head(status: int, block: bytes = b"", *, length: int | None = None,
     ``Transfer-Encoding: chunked``; neither means the body ends when the connection closes (an
     HTTP/1.0 stream). A 1xx interim response is its status line alone.
 
-    >>> response_head(204, keep_alive=False)[-19:]
+    >>> response_head(204, keep_alive=False)[-23:]
     b'Connection: close\\r\\n\\r\\n'
     >>> response_head(100)
     b'HTTP/1.1 100 Continue\\r\\n\\r\\n'

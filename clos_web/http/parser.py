@@ -51,7 +51,7 @@ class Limits:
     stream_idle_timeout: float | None = None
 
 
-@attrs.define(slots=True, eq=True)
+@attrs.define(slots=True, eq=True, repr=False)
 class Request:
     """One parsed HTTP request.
 
@@ -77,8 +77,25 @@ class Request:
         """The value of field ``name`` (case-insensitive), or ``default``."""
         return self.headers.get(name.lower(), default)
 
+    def __repr__(self) -> str:
+        """Short whatever the request holds: the method and target clipped, sizes for the
+        rest.
 
-@attrs.define(slots=True, eq=False)
+        >>> Request("POST", "/echo", headers={"host": "t"}, body=b"x" * 100_000)
+        <Request POST /echo HTTP/1.1, 1 header field, 100000 body bytes>
+        """
+        n = len(self.headers)
+        return (f"<Request {_clip(self.method, 20)} {_clip(self.target, 100)} "
+                f"{_clip(self.version, 20)}, {n} header field{'s' * (n != 1)}, "
+                f"{len(self.body)} body bytes>")
+
+
+def _clip(text: str, n: int) -> str:
+    """``text`` cut to ``n`` characters (the last one an ellipsis when cut), for reprs."""
+    return text if len(text) <= n else text[:n - 1] + "\u2026"
+
+
+@attrs.define(slots=True, eq=False, repr=False)
 class Buffer:
     """What one connection has received and not yet parsed, and where the parser stands.
 
@@ -107,6 +124,17 @@ class Buffer:
     _framing: int = 0
     _trailer: int = 0  # trailer field bytes so far (bounded by max_header_bytes)
     _line_end: int = -1  # where the request line of an incomplete head ends, once found
+
+    def __repr__(self) -> str:
+        """Sizes, not contents.
+
+        >>> buf = Buffer(); buf.data += b"GET / HT"
+        >>> buf
+        <Buffer 8 bytes unparsed>
+        """
+        pending = "" if self.pending is None else f", pending {self.pending!r}"
+        body = f", {len(self._body)} body bytes read" if self._body else ""
+        return f"<Buffer {len(self.data)} bytes unparsed{pending}{body}>"
 
 
 # --------------------------------------------------------------------------------------------

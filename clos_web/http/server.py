@@ -25,7 +25,7 @@ from ..loop.server import (
 )
 from .connection import HTTPConnection, State
 from .errors import HTTPError
-from .head import Response, header_block, json_bytes, response_head
+from .head import Response, header_block, response_head
 from .parser import Buffer, Limits, Request
 
 log = logging.getLogger("clos_web")
@@ -365,11 +365,6 @@ def write_str(obj: str, conn: Connection):
 @write.dispatch
 def write_bytes(obj: bytes, conn: Connection):
     send_response(Response(obj, content_type="application/octet-stream"), conn)
-
-
-@write.dispatch
-def write_dict_list(obj: dict | list, conn: Connection):
-    send_response(Response(json_bytes(obj), content_type="application/json"), conn)
 
 
 @write.dispatch

@@ -30,7 +30,6 @@ and per registry (``max_bytes``), each catch-up by the output cap, and the numbe
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import random
 import secrets
@@ -52,7 +51,7 @@ from ..http.head import _headers as _check_headers
 from ..http.connection import State as _HTTPState
 from ..http.server import close_stream, send_response, shutdown_stream, stream_idle, write
 from ..loop.server import Connection
-from ..web.responses import with_headers
+from ..web.responses import json_text, with_headers
 
 log = logging.getLogger("clos_web.push")
 
@@ -143,7 +142,7 @@ def encode_event_bytes(message: bytes):
 
 @encode_event.dispatch
 def encode_event_json(message: dict | list | int | float | bool):
-    return None, json.dumps(message, separators=(",", ":"), ensure_ascii=False)
+    return None, json_text(message)
 
 
 @encode_event.dispatch
@@ -155,8 +154,7 @@ def encode_event_message(message: Message):
 @encode_event.dispatch
 def encode_event_object(message: object):
     if attrs.has(type(message)):
-        return type(message).__name__, json.dumps(
-            attrs.asdict(message), separators=(",", ":"), ensure_ascii=False, default=str)
+        return type(message).__name__, json_text(message)  # as HTTP answers encode it
     raise TypeError(f"cannot publish a {type(message).__name__}: add an encode_event method")
 
 

@@ -29,7 +29,7 @@ from typing import Any, Callable
 import attrs
 
 from ..http import HTTPError, MethodNotAllowed, Request, Response
-from .params import compile_handler, wants_request
+from .params import compile_handler
 from .routing import Route, Router, split_pattern
 from .sessions import MemorySessions
 from .workers import WorkerPool
@@ -37,7 +37,7 @@ from .workers import WorkerPool
 _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
-@attrs.define(slots=True, eq=False)
+@attrs.define(slots=True, eq=False, repr=False)
 class App:
     """A set of routes. ``handle(request, conn)`` answers one request.
 
@@ -55,6 +55,16 @@ class App:
     middleware: list = attrs.field(factory=list)
     sessions: Any = attrs.field(factory=MemorySessions)
     workers: WorkerPool = attrs.field(factory=WorkerPool)
+
+    def __repr__(self) -> str:
+        """Counts, not contents.
+
+        >>> App()
+        <App 0 routes, 0 middleware, MemorySessions>
+        """
+        n = len(self.router.routes())
+        return (f"<App {n} route{'s' * (n != 1)}, {len(self.middleware)} middleware, "
+                f"{type(self.sessions).__name__}>")
 
     # -- declaring ---------------------------------------------------------------------------
 
@@ -80,8 +90,7 @@ class App:
             route = Route(method, path, fn, max_body=max_body, blocking=blocking, app=self,
                           guard=guard)
             route.var_names = tuple(split_pattern(path)[1])
-            route.invoke = compile_handler(fn, route, self)
-            route.wants_request = wants_request(fn)
+            route.invoke = compile_handler(fn, route)
             self.router.add(route)
             return fn
 

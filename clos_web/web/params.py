@@ -8,12 +8,23 @@ file uploads, or a JSON object), and converted by its annotation:
 ``str`` (or no annotation)     the text as sent
 ``int``                        strict: ``[+-]?[0-9]+`` (``12abc``, `` 12``, ``1_0`` are errors)
 ``float``                      a finite decimal number (``nan``/``inf`` refused)
-``bool``                       ``true/1/yes/on`` or empty, ``false/0/no/off``
+``bool``                       ``true/1/yes/on`` or empty, ``false/0/no/off``; JSON true/false
 ``bytes``                      the text as UTF-8, or an uploaded file's content
+``datetime.date``              ISO 8601 ``YYYY-MM-DD``
+``datetime.datetime``          ISO 8601 ``YYYY-MM-DDTHH:MM[:SS[.ffffff]]`` (``T`` or a space),
+                               then ``Z`` or ``+HH:MM`` (aware, at that offset) or nothing
+                               (naive)
+``datetime.time``              ``HH:MM[:SS[.ffffff]]``, then ``Z``, ``+HH:MM`` or nothing
+``uuid.UUID``                  32 hex digits, grouped 8-4-4-4-12 by hyphens or not
+``decimal.Decimal``            a finite decimal number, at most 100 characters (no ``NaN``, no
+                               ``Infinity``, an exponent of at most 4 digits); a JSON number
+                               goes through a float, a JSON string keeps every digit
 ``Literal["a", "b"]``          one of the choices (compared as text)
-an ``Enum``                    a member by value, then by name
+an ``Enum``                    a member by value, then by name (``IntEnum``, ``StrEnum`` too)
 ``UploadedFile``               a ``multipart/form-data`` file part
-``list[T]``                    every value of a repeated parameter (``?id=1&id=2``)
+``list[T]``                    every value of a repeated parameter (``?id=1&id=2``), or a JSON
+                               array; a bare ``list`` is ``list[str]``
+``dict``                       a JSON object, as it is
 ``T | None`` / a default       optional: ``None`` or the default when absent
 an attrs class                 built from a JSON object: the value under the parameter's name,
                                or else the whole JSON body
@@ -40,6 +51,12 @@ time, even while serving::
     def parse_param_table_str(kind: type[Table], raw: str, bound):
         return tables[parse_param(int, raw, bound)]
 
+**Checked at declaration**: a parameter whose type no ``parse_param`` method converts to (from
+text, a JSON value or an :class:`UploadedFile`) is refused when the handler is declared, with a
+``TypeError`` naming the handler, the parameter and the type: declare a new type's method
+before the handlers that use it (at the REPL too). An ``async def`` handler is refused the same
+way: handlers are plain functions (``blocking=True`` for blocking work).
+
 **Ordering rule**: parameters are bound one by one in the order of the handler's signature.
 ``bound`` is the dict of the parameters bound so far (name to value), so a type may depend on an
 earlier parameter (``card: CardOn[Table]`` finds the table in ``bound``); put the parameter it
@@ -53,13 +70,17 @@ request it costs a few dict lookups and one ``parse_param`` call per parameter.
 
 from __future__ import annotations
 
+import datetime
+import decimal
 import enum
 import inspect
 import json
 import math
 import re
+import reprlib
 import types
 import typing
+import uuid
 from typing import Annotated, Any, Callable, Literal, Union, get_args, get_origin
 
 import attrs
@@ -83,9 +104,9 @@ class UploadedFile:
     2
     """
 
-    filename: str
-    content_type: str
-    data: bytes
+    filename: str = attrs.field(repr=reprlib.repr)
+    content_type: str = attrs.field(repr=reprlib.repr)
+    data: bytes = attrs.field(repr=lambda data: f"<{len(data)} bytes>")
 
     @property
     def size(self) -> int:
@@ -273,6 +294,12 @@ def parse_param_bool_bool(kind: type[bool], raw: bool, bound):
 
 
 @parse_param.dispatch
+def parse_param_bool_number(kind: type[bool], raw: int | float, bound):
+    # (a JSON number is not a boolean; without it the int method would return 1 for a bool)
+    raise ValueError(f"not a boolean: {_show(raw)}")
+
+
+@parse_param.dispatch
 def parse_param_bytes_str(kind: type[bytes], raw: str, bound):
     return raw.encode("utf-8")
 
@@ -301,19 +328,110 @@ def parse_param_choice_object(kind: Choice, raw: object, bound):
 
 @parse_param.dispatch
 def parse_param_enum_object(kind: type[enum.Enum], raw: object, bound):
-    for member in kind:
-        if member.value == raw or str(member.value) == raw:
-            return member
-    for member in kind:
-        if member.name == raw:
-            return member
+    # By value (text from a query or form is compared with the value's text; a JSON value
+    # with a value of its own class: JSON true is not the member whose value is 1), then by
+    # name.
+    if isinstance(raw, str):
+        for member in kind:
+            if str(member.value) == raw:
+                return member
+        for member in kind:
+            if member.name == raw:
+                return member
+    else:
+        for member in kind:
+            if type(member.value) is type(raw) and member.value == raw:
+                return member
     raise ValueError(f"not one of {', '.join(str(m.value) for m in kind)}: {_show(raw)}")
+
+
+@parse_param.dispatch
+def parse_param_mixed_enum(kind: type[enum.IntEnum] | type[enum.StrEnum] | type[enum.IntFlag],
+                           raw: object, bound):
+    # These enums are ints or strs too, and they come before int and str in their classes'
+    # precedence: without this method int's or str's would convert (and return no member).
+    return parse_param_enum_object(kind, raw, bound)
 
 
 @parse_param.dispatch
 def parse_param_enum_dict(kind: type[enum.Enum], raw: dict, bound):
     # (without it an Enum from a JSON object is ambiguous with the attrs method below)
     raise ValueError(f"not one of {', '.join(str(m.value) for m in kind)}: {_show(raw)}")
+
+
+# ISO 8601 as RFC 3339 profiles it. Each text is at most 32 characters, checked before the
+# match, so every pattern below runs in constant time.
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", re.ASCII)
+_CLOCK = r"[0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]{1,6})?)?(?:[Zz]|[+-][0-9]{2}:[0-9]{2})?"
+_TIME = re.compile(_CLOCK, re.ASCII)
+_DATETIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ]" + _CLOCK, re.ASCII)
+_MAX_DATETIME = 32
+# A UUID: 32 hex digits, either all together or grouped 8-4-4-4-12 by hyphens.
+_UUID = re.compile(r"[0-9a-fA-F]{8}(-?)[0-9a-fA-F]{4}\1[0-9a-fA-F]{4}\1[0-9a-fA-F]{4}\1"
+                   r"[0-9a-fA-F]{12}", re.ASCII)
+_MAX_DECIMAL = 100  # characters of a Decimal's text (and digits of a JSON integer)
+_DECIMAL_BOUND = 10 ** _MAX_DECIMAL
+
+
+def _iso(kind, raw: str, pattern, what: str):
+    if len(raw) > _MAX_DATETIME or pattern.fullmatch(raw) is None:
+        raise ValueError(f"not {what}: {_show(raw)}")
+    try:
+        return kind.fromisoformat(raw.upper())  # (3.11's fromisoformat wants "T" and "Z")
+    except ValueError:  # February 30th, 25:00, an offset of 24 hours
+        raise ValueError(f"not {what}: {_show(raw)}") from None
+
+
+@parse_param.dispatch
+def parse_param_date_str(kind: type[datetime.date], raw: str, bound):
+    return _iso(kind, raw, _DATE, "a date (YYYY-MM-DD)")
+
+
+@parse_param.dispatch
+def parse_param_datetime_str(kind: type[datetime.datetime], raw: str, bound):
+    # An offset or Z gives an aware datetime at that offset (not converted); none, a naive one.
+    return _iso(kind, raw, _DATETIME, "a date and time (YYYY-MM-DDTHH:MM[:SS[.ffffff]][Z|+HH:MM])")
+
+
+@parse_param.dispatch
+def parse_param_time_str(kind: type[datetime.time], raw: str, bound):
+    return _iso(kind, raw, _TIME, "a time (HH:MM[:SS[.ffffff]][Z|+HH:MM])")
+
+
+@parse_param.dispatch
+def parse_param_uuid_str(kind: type[uuid.UUID], raw: str, bound):
+    if len(raw) > 36 or _UUID.fullmatch(raw) is None:
+        raise ValueError(f"not a UUID: {_show(raw)}")
+    return kind(raw)
+
+
+@parse_param.dispatch
+def parse_param_decimal_str(kind: type[decimal.Decimal], raw: str, bound):
+    # The float grammar (no NaN, no Infinity, an exponent of at most 4 digits), 100 characters.
+    if len(raw) > _MAX_DECIMAL or _FLOAT.fullmatch(raw) is None:
+        raise ValueError(f"not a decimal number: {_show(raw)}")
+    return kind(raw)
+
+
+@parse_param.dispatch
+def parse_param_decimal_number(kind: type[decimal.Decimal], raw: int | float, bound):
+    # A JSON integer is exact; a JSON number with a fraction or an exponent was read as a float:
+    # its shortest text (0.1 is "0.1"). Send a string to keep more than 15 digits.
+    if isinstance(raw, bool):
+        raise ValueError(f"not a decimal number: {_show(raw)}")
+    if isinstance(raw, int):
+        if not -_DECIMAL_BOUND < raw < _DECIMAL_BOUND:
+            raise ValueError(f"not a decimal number of {_MAX_DECIMAL} digits or fewer: "
+                             f"{_show(raw)}")
+        return kind(raw)
+    if not math.isfinite(raw):
+        raise ValueError(f"not a finite number: {_show(raw)}")
+    return kind(repr(raw))
+
+
+@parse_param.dispatch
+def parse_param_dict_dict(kind: type[dict], raw: dict, bound):
+    return raw  # a JSON object, as it is
 
 
 @parse_param.dispatch
@@ -375,11 +493,10 @@ _NO_QUERY: dict = {}
 class _Inputs:
     """What binders read: path values, query, body (parsed on first use), session."""
 
-    __slots__ = ("request", "conn", "values", "app", "query", "_body", "session", "store")
+    __slots__ = ("request", "values", "app", "query", "_body", "session", "store")
 
-    def __init__(self, request, conn, values, app, query):
+    def __init__(self, request, values, app, query):
         self.request = request
-        self.conn = conn
         self.values = values
         self.app = app
         self.query = query
@@ -606,7 +723,7 @@ def _spec(annotation) -> _Spec:
         inner.optional = inner.optional or optional
         inner.restrictions = inner.restrictions + restrictions
         return inner
-    if origin is list:
+    if origin is list or annotation is list:  # a bare ``list`` is ``list[str]``
         (item,) = get_args(annotation) or (str,)
         return _Spec(list, restrictions, optional, True, _spec(item))
     if origin is Literal:
@@ -644,8 +761,66 @@ def _session_binder(create: bool):
     return bind_session
 
 
-def _binder(name: str, param: inspect.Parameter, annotation, var_names: tuple):
-    """One closure ``bind(inputs, bound) -> value`` for one parameter."""
+_PLAIN_TEXT_METHODS = frozenset((parse_param_str_str, parse_param_int_str, parse_param_float_str))
+
+# One raw value of each class a request can bring: text (query, form, path), each JSON value,
+# a file part. A declared type is supported when a parse_param method applies to one of them.
+_SAMPLE_RAWS = ("", 0, 0.0, True, None, [], {}, UploadedFile("", "text/plain", b""))
+
+
+def _converts(kind) -> bool:
+    """Whether some ``parse_param`` method converts a request's value to ``kind``: a primary
+    method applies to it with one of the sample raws. The fallback, which only refuses, does
+    not count, nor does the method for attrs classes unless ``kind`` is one."""
+    try:
+        parse_param.resolve(kind, "", {})  # registers methods whose annotations had to wait
+    except Exception:  # noqa: BLE001 -- only a side effect is wanted here
+        pass
+    for raw in _SAMPLE_RAWS:
+        for method in parse_param.applicable_methods(kind, raw, {}):
+            fn = method.function
+            if method.qualifier != "primary" or fn is parse_param_object_object:
+                continue
+            if fn is parse_param_attrs_dict and not attrs.has(kind):
+                continue
+            return True
+    return False
+
+
+def _check_converts(spec: _Spec, handler: str, name: str, annotation) -> None:
+    """Refuse, at decoration, a parameter whose type no parse_param method converts to (it
+    would answer every request with a 400), or an Enum that a stock method of str, int or
+    float would convert to a plain value."""
+    while spec.is_list:
+        spec = spec.item
+    kind = spec.kind
+    if isinstance(kind, type) and issubclass(kind, enum.Enum):
+        primaries = [m.function for m in parse_param.applicable_methods(kind, "", {})
+                     if m.qualifier == "primary"]
+        if primaries and primaries[0] in _PLAIN_TEXT_METHODS:
+            base = next(b for b in kind.__mro__ if b in (str, int, float))
+            raise TypeError(
+                f"{handler}: parameter {name!r} is annotated {kind.__qualname__}, an Enum that "
+                f"is also a {base.__name__} listed before Enum in its bases, so parse_param's "
+                f"{base.__name__} method would convert to a plain {base.__name__}, not a member. "
+                f"Derive it from enum.StrEnum or enum.IntEnum (or Enum alone), or add a "
+                f"parse_param method for type[{kind.__qualname__}].")
+    if _converts(kind):
+        return
+    shown = getattr(kind, "__qualname__", None) or repr(kind)
+    full = f"{getattr(kind, '__module__', '?')}.{shown}"
+    lower = re.sub(r"\W+", "_", shown).lower()
+    raise TypeError(
+        f"{handler}: parameter {name!r} is annotated {annotation!r}, and no parse_param method "
+        f"converts a request's value to {shown} ({full}) from text (a query, a form, the path), "
+        f"a JSON value or an uploaded file. Add one before declaring the handler:\n\n"
+        f"    @parse_param.dispatch\n"
+        f"    def parse_param_{lower}_str(kind: type[{shown}], raw: str, bound):\n"
+        f"        return {shown}(raw)  # raise ValueError('reason') for a 400\n")
+
+
+def _binder(handler: str, name: str, param: inspect.Parameter, annotation, var_names: tuple):
+    """One closure ``bind(inputs, bound) -> value`` for one parameter of ``handler``."""
     if annotation is Request or (annotation is _MISSING and name == "request"):
         return _bind_request
     if annotation is Session:
@@ -653,7 +828,11 @@ def _binder(name: str, param: inspect.Parameter, annotation, var_names: tuple):
     if get_origin(annotation) in (Union, types.UnionType) and \
             [a for a in get_args(annotation) if a is not type(None)] == [Session]:
         return _session_binder(create=False)
-    spec = _spec(annotation)
+    try:
+        spec = _spec(annotation)
+    except TypeError as exc:
+        raise TypeError(f"{handler}: parameter {name!r}: {exc}") from None
+    _check_converts(spec, handler, name, annotation)
     default = param.default
     convert = spec.convert
 
@@ -711,40 +890,42 @@ def _binder(name: str, param: inspect.Parameter, annotation, var_names: tuple):
     return bind
 
 
-def wants_request(fn: Callable) -> bool:
-    """Whether ``fn`` has a parameter bound to the request (annotated ``Request``, or named
-    ``request`` without annotation)."""
-    hints = _hints(fn)
-    return any(hints.get(n, p.annotation) is Request
-               or (n == "request" and p.annotation is _MISSING)
-               for n, p in inspect.signature(fn).parameters.items())
-
-
-def compile_handler(fn: Callable, route, app) -> Callable:
+def compile_handler(fn: Callable, route) -> Callable:
     """Compile ``fn``'s parameters into ``invoke(request, conn, values) -> result``.
 
     Called once at decoration; ``route.handler`` is read at each request, so assigning a new
-    function with the same parameters to the route takes effect at once.
+    function with the same parameters to the route takes effect at once. Raises
+    ``TypeError`` for a handler that cannot serve: an ``async def``, ``*args``, a path
+    variable without its parameter, or a parameter of a type no ``parse_param`` method
+    converts to.
     """
+    handler = getattr(fn, "__qualname__", None) or repr(fn)
+    if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
+        raise TypeError(
+            f"{handler} is an async def: clos_web handlers are plain functions called on the "
+            f"event loop, and nothing would await it. Write a plain def; for blocking work "
+            f"(disk, a database, a remote call) declare the route with blocking=True, so it "
+            f"runs on a worker thread; to push results later, call publish(...) from any "
+            f"thread.")
     sig = inspect.signature(fn)
     hints = _hints(fn)
     binders = []
     for name, param in sig.parameters.items():
         if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
-            raise TypeError(f"{fn.__name__}: *args and **kwargs cannot be bound from a request")
+            raise TypeError(f"{handler}: *args and **kwargs cannot be bound from a request")
         annotation = hints.get(name, param.annotation)
         if isinstance(annotation, str):
             try:
                 annotation = eval(annotation, getattr(fn, "__globals__", {}))  # noqa: S307
             except Exception as exc:
-                raise TypeError(f"{getattr(fn, '__name__', fn)}: cannot resolve the annotation "
+                raise TypeError(f"{handler}: cannot resolve the annotation "
                                 f"{annotation!r} of {name!r} ({exc}); with `from __future__ "
                                 "import annotations` types must be importable from the "
                                 "handler's module") from None
-        binders.append((name, _binder(name, param, annotation, route.var_names)))
+        binders.append((name, _binder(handler, name, param, annotation, route.var_names)))
     missing = set(route.var_names) - set(sig.parameters)
     if missing:
-        raise TypeError(f"{fn.__name__} has no parameter for path variable(s) {sorted(missing)}")
+        raise TypeError(f"{handler} has no parameter for path variable(s) {sorted(missing)}")
 
     if not binders:
         return lambda request, conn, values: route.handler()
@@ -791,7 +972,7 @@ def _compile_query_only(route, query_kinds: tuple, general: Callable) -> Callabl
 def _compile_general(route, binders: tuple) -> Callable:
     def invoke(request, conn, values):
         query = request.query
-        inp = _Inputs(request, conn, values, route.app, parse_query(query) if query else _NO_QUERY)
+        inp = _Inputs(request, values, route.app, parse_query(query) if query else _NO_QUERY)
         kwargs = {}
         for name, bind in binders:
             kwargs[name] = bind(inp, kwargs)

@@ -1,33 +1,130 @@
 """What handlers return, beyond the loop's own ``write`` methods.
 
-The loop writes a :class:`~clos_web.http.Response`, ``str`` (text/html), ``bytes``, a ``dict`` or
-``list`` (JSON) and ``None`` (204). This module adds attrs instances (JSON), the generic function
-:func:`as_response` (a result as a Response, so middleware can add headers), :func:`with_headers`
-and :func:`redirect`.
+The loop writes a :class:`~clos_web.http.Response`, ``str`` (text/html), ``bytes`` and ``None``
+(204). This module adds dict, list and attrs instances (JSON, through :func:`to_json`), the
+generic function :func:`as_response` (a result as a Response, so middleware can add headers),
+:func:`with_headers` and :func:`redirect`.
+
+**One JSON encoding.** A handler's JSON result and a published event (SSE, long-poll) are
+encoded by :func:`json_text`: compact, UTF-8, and every value ``json`` cannot encode itself goes
+through the generic function :func:`to_json`:
+
+=============================  ================================================================
+an attrs instance              an object of its fields (``attrs.asdict``'s names)
+an ``Enum`` member             its value (``Color.RED`` is ``1``)
+``date``, ``datetime``,        ISO 8601 text (``"2024-02-29"``, ``"2024-02-29T13:45:00+00:00"``;
+``time``                       a naive datetime stays naive)
+``UUID``                       its text, ``"12345678-1234-5678-1234-567812345678"``
+``Decimal``                    its text, every digit kept (``"19.90"``; a JSON number would go
+                               through a float)
+``set``, ``frozenset``         an array, in the set's iteration order
+``bytes``                      refused: text or binary? decode them, or base64-encode them
+anything else                  ``TypeError`` naming the class: add a ``to_json`` method
+=============================  ================================================================
+
+>>> json_text({"day": datetime.date(2024, 2, 29), "tags": {"new"}})
+'{"day":"2024-02-29","tags":["new"]}'
 """
 
 from __future__ import annotations
 
+import datetime
+import decimal
 import enum
+import json
+import types
+import uuid
 
 import attrs
 
 from ..clos import generic
-from ..http import Response, date_line, header_block, json_bytes, response_head
-from ..http import send_response, write
+from ..http import Response, date_line, header_block, response_head, send_response, write
 from ..loop import Connection
 
-
-def _jsonable(obj):
-    if attrs.has(type(obj)):
-        return attrs.asdict(obj, value_serializer=_serialize)
-    return obj
+# --------------------------------------------------------------------------------------------
+# JSON
 
 
-def _serialize(inst, field, value):
-    if isinstance(value, enum.Enum):
-        return value.value
-    return value
+@generic
+def to_json(value):
+    """``value`` as something ``json`` encodes: the ``default`` hook of every JSON answer and
+    published event (:func:`json_text`). It converts one level; ``json`` calls it again for
+    whatever the result holds (an attrs instance's fields, a set's items). Add a method to
+    encode a class of your own::
+
+        @to_json.dispatch
+        def to_json_money(value: Money):
+            return {"amount": str(value.amount), "currency": value.currency}
+
+    >>> to_json(datetime.date(2024, 2, 29))
+    '2024-02-29'
+    """
+
+
+@to_json.dispatch
+def to_json_plain(value: str | int | float | bool | None | dict | list | tuple):
+    return value  # JSON already (json never asks: for a direct call)
+
+
+@to_json.dispatch
+def to_json_object(value: object):
+    if attrs.has(type(value)):
+        return {a.name: getattr(value, a.name) for a in attrs.fields(type(value))}
+    raise TypeError(f"a {type(value).__qualname__} is not JSON: add a to_json method for "
+                    f"{type(value).__module__}.{type(value).__qualname__}")
+
+
+@to_json.dispatch
+def to_json_enum(value: enum.Enum):
+    return value.value
+
+
+@to_json.dispatch
+def to_json_date_time(value: datetime.date | datetime.time):
+    return value.isoformat()
+
+
+@to_json.dispatch
+def to_json_uuid(value: uuid.UUID):
+    return str(value)
+
+
+@to_json.dispatch
+def to_json_decimal(value: decimal.Decimal):
+    return str(value)
+
+
+@to_json.dispatch
+def to_json_set(value: set | frozenset):
+    return list(value)
+
+
+@to_json.dispatch
+def to_json_bytes(value: bytes | bytearray | memoryview):
+    raise TypeError("bytes are not JSON: decode them (text) or base64-encode them (binary) "
+                    "first, or add a to_json method for bytes")
+
+
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=to_json)
+
+
+def json_text(value) -> str:
+    """``value`` as compact JSON text, non-ASCII characters as they are, values ``json`` does
+    not know through :func:`to_json`. Raises ``TypeError`` for a value no method converts.
+
+    >>> json_text({"a": [1, "é"]})
+    '{"a":[1,"é"]}'
+    """
+    return _ENCODER.encode(value)
+
+
+def json_body(value) -> bytes:
+    """:func:`json_text` as UTF-8 bytes: the body of a JSON answer."""
+    return _ENCODER.encode(value).encode("utf-8")
+
+
+# --------------------------------------------------------------------------------------------
+# Results as responses
 
 
 @generic
@@ -59,7 +156,7 @@ def as_response_bytes(result: bytes):
 
 @as_response.dispatch
 def as_response_dict_list(result: dict | list):
-    return Response(json_bytes(result), content_type="application/json")
+    return Response(json_body(result), content_type="application/json")
 
 
 @as_response.dispatch
@@ -70,14 +167,31 @@ def as_response_none(result: None):
 @as_response.dispatch
 def as_response_object(result: object):
     if attrs.has(type(result)):
-        return Response(json_bytes(_jsonable(result)), content_type="application/json")
+        return Response(json_body(result), content_type="application/json")
     raise TypeError(f"a handler returned {type(result).__name__}: add a write method for it")
+
+
+@as_response.dispatch
+def as_response_coroutine(result: types.CoroutineType | types.AsyncGeneratorType):
+    if isinstance(result, types.CoroutineType):
+        result.close()  # never run: closed, so Python does not warn "never awaited" later
+    raise TypeError(f"a handler returned {type(result).__name__} {result.__qualname__}, made by "
+                    f"an async def that nothing awaits here. Make the handler a plain def; for "
+                    f"blocking work declare its route with blocking=True; to push results "
+                    f"later, call publish(...) from any thread.")
 
 
 @write.dispatch
 def write_object(obj: object, conn: Connection):
     # The fallback: attrs instances are sent as JSON; anything else is a programming error.
     send_response(as_response(obj), conn)
+
+
+@write.dispatch
+def write_dict_list(obj: dict | list, conn: Connection):
+    # JSON through to_json. (This replaces the loop's method of the same signature, which
+    # encodes plain JSON only.) A dict or list of plain values costs what json.dumps does.
+    send_response(Response(json_body(obj), content_type="application/json"), conn)
 
 
 @generic
@@ -141,4 +255,5 @@ def redirect(location: str, status: int = 303) -> Response:
     return Response(b"", status=status, headers=[("Location", location)])
 
 
-__all__ = ["as_response", "with_headers", "redirect", "PlainText"]
+__all__ = ["as_response", "with_headers", "redirect", "PlainText", "to_json", "json_text",
+           "json_body"]

@@ -36,12 +36,17 @@ of the trie that goes no deeper than its deepest route.
 from __future__ import annotations
 
 import re
+import reprlib
 from typing import Any, Callable
 from urllib.parse import unquote_to_bytes
 
 import attrs
 
 from ..http import BadRequest, HTTPError, MethodNotAllowed, NotFound
+
+_SHORT = reprlib.Repr()
+_SHORT.maxtuple, _SHORT.maxstring = 4, 30
+_short_repr = _SHORT.repr
 
 _VAR = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _REST = re.compile(r"\{\*([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -63,16 +68,15 @@ class Route:
     method: str
     path: str
     handler: Callable
-    wants_request: bool = False
     max_body: int | None = None
     blocking: bool = False
-    app: Any = None
+    app: Any = attrs.field(default=None, repr=False)
     var_names: tuple = ()
-    invoke: Callable | None = None
+    invoke: Callable | None = attrs.field(default=None, repr=False)
     guard: Callable | None = None
 
 
-@attrs.define(slots=True, eq=False)
+@attrs.define(slots=True, eq=False, repr=False)
 class _Node:
     literals: dict = attrs.field(factory=dict)   # decoded segment -> _Node
     var: _Node | None = None
@@ -80,15 +84,20 @@ class _Node:
     rest: dict = attrs.field(factory=dict)       # method -> Route (a rest variable here)
     mount: Any = None                            # an App mounted at this prefix
 
+    def __repr__(self) -> str:
+        return (f"<_Node {len(self.literals)} literals, var={self.var is not None}, "
+                f"methods={sorted(self.routes)}, rest={sorted(self.rest)}, "
+                f"mount={self.mount is not None}>")
+
 
 @attrs.define(slots=True, eq=False)
 class Match:
     """A successful lookup: the route, the variables' values in pattern order, and the chain of
     mounted apps crossed to reach it (outermost first, excluding the router's own app)."""
 
-    route: Route
-    values: tuple
-    mounts: tuple = ()
+    route: Route = attrs.field(repr=lambda route: f"<Route {route.method} {route.path}>")
+    values: tuple = attrs.field(repr=_short_repr)  # (from the client's path: clipped)
+    mounts: tuple = attrs.field(default=(), repr=lambda mounts: f"<{len(mounts)} apps>")
 
 
 def split_pattern(path: str) -> tuple[list, list]:
@@ -152,7 +161,7 @@ def _encoded_slash(path: str) -> list:
     return ["%2f" in s.lower() for s in path[1:].split("/")]
 
 
-@attrs.define(slots=True, eq=False)
+@attrs.define(slots=True, eq=False, repr=False)
 class Router:
     """The trie of one app: ``add`` routes, ``mount`` apps, ``lookup`` a method and path.
 
@@ -167,6 +176,15 @@ class Router:
 
     root: _Node = attrs.field(factory=_Node)
     exact: dict = attrs.field(factory=dict)  # path -> {method: Route}, literal-only routes
+
+    def __repr__(self) -> str:
+        """The number of routes, not the routes (``routes()`` lists them).
+
+        >>> Router()
+        <Router 0 routes>
+        """
+        n = len(self.routes())
+        return f"<Router {n} route{'s' * (n != 1)}>"
 
     def add(self, route: Route) -> None:
         """Add (or replace: same method and pattern) a route."""

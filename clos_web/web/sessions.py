@@ -42,7 +42,7 @@ from .cookies import cookie_header, parse_cookies
 from ..http import HTTPError, Request
 
 
-@attrs.define(slots=True, eq=False)
+@attrs.define(slots=True, eq=False, repr=False)
 class Session:
     """One client's session: a token ``id`` and a ``data`` dict (``session["k"] = v``).
 
@@ -77,6 +77,16 @@ class Session:
         """``data.get(key, default)``."""
         return self.data.get(key, default)
 
+    def __repr__(self) -> str:
+        """Short, and without the token (a repr ends up in logs): its first 4 characters.
+
+        >>> Session("abcdefgh", {"user": "ada"}, new=True)
+        <Session abcd…, 1 key, new>
+        """
+        n = len(self.data)
+        flags = "".join(f", {f}" for f in ("new", "modified") if getattr(self, f))
+        return f"<Session {self.id[:4]}\u2026, {n} key{'s' * (n != 1)}{flags}>"
+
 
 _TOKEN_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 
@@ -96,7 +106,7 @@ class MemorySessions:
     (1, 'session')
     >>> store.create()
     Traceback (most recent call last):
-    clos_web.http.HTTPError: 503 too many sessions: try again later
+    clos_web.http.errors.HTTPError: 503 too many sessions: try again later
     """
 
     cookie_name: str = "session"
@@ -106,8 +116,9 @@ class MemorySessions:
     samesite: str = "Lax"
     path: str = "/"
     clock: Callable[[], float] = attrs.field(default=time.monotonic, repr=False)
-    _sessions: OrderedDict = attrs.field(factory=OrderedDict)
-    _lock: threading.Lock = attrs.field(factory=threading.Lock)
+    _sessions: OrderedDict = attrs.field(factory=OrderedDict,
+                                         repr=lambda sessions: f"<{len(sessions)} sessions>")
+    _lock: threading.Lock = attrs.field(factory=threading.Lock, repr=False)
 
     def __len__(self) -> int:
         return len(self._sessions)

@@ -228,7 +228,7 @@ class StaticFiles:
 class _InlineFile:
     """A small file read into memory (HEAD: the length without the bytes)."""
 
-    data: bytes
+    data: bytes = attrs.field(repr=lambda data: f"<{len(data)} bytes>")
     count: int
     status: int
     headers: tuple
