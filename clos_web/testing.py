@@ -460,7 +460,7 @@ class TestClient:
 
 
 def render(value, request: bytes = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", app=None) -> bytes:
-    """The bytes ``write(value, conn)`` queues as the answer to ``request`` (raw bytes), on
+    r"""The bytes ``write(value, conn)`` queues as the answer to ``request`` (raw bytes), on
     a connection that is never sent on: for testing a ``write`` method alone.
 
     >>> render({"a": 1}).endswith(b'Content-Length: 7\r\n\r\n{"a":1}')

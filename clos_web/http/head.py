@@ -164,7 +164,7 @@ def response_head(status: int, block: bytes = b"", *, length: int | None = None,
     ``Transfer-Encoding: chunked``; neither means the body ends when the connection closes (an
     HTTP/1.0 stream). A 1xx interim response is its status line alone.
 
-    >>> response_head(204, keep_alive=False)[-23:]
+    >>> response_head(204, keep_alive=False)[-21:]
     b'Connection: close\\r\\n\\r\\n'
     >>> response_head(100)
     b'HTTP/1.1 100 Continue\\r\\n\\r\\n'
