@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from .web.app import App, Route, default_app
+from .web.app import App, Route, default_app, respond
 from .web.cookies import cookie_header, cookies, delete_cookie, parse_cookies, set_cookie
 from .web.middleware import cors, csrf_guard, logging_middleware
 from .web.params import Length, ParamError, Pattern, Range, UploadedFile, parse_param, restrict
@@ -53,7 +53,7 @@ __all__ = [
     "VersionNotSupported", "parse", "parse_params", "process_ready", "buffer_input",
     "handle_request", "write", "error_response", "Connection", "Listener", "Waker",
     "DEFERRED", "raise_fd_limit", "generic", "call_next_method", "next_method_p", "describe",
-    "send_response", "to_json", "json_text",
+    "send_response", "to_json", "json_text", "respond",
     "default_app", "parse_param", "restrict", "Range", "Length", "Pattern", "UploadedFile",
     "ParamError", "PlainText", "redirect", "as_response", "with_headers", "cookies", "parse_cookies",
     "cookie_header", "set_cookie", "delete_cookie", "Session", "MemorySessions",

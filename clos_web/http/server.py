@@ -248,7 +248,10 @@ def process(conn: Connection, http: HTTPConnection) -> None:
         if request is None:
             break
         queued = conn.out_bytes
-        handle_request(conn, request)
+        try:
+            handle_request(conn, request)
+        except Exception as exc:  # a qualified method of handle_request refused, or failed
+            answer(conn, request, exc)
         if http.state is BUSY and http.request is request:
             # answered now, unless nothing was written (DEFERRED: server.complete answers)
             if http.response_started or conn.out_bytes > queued:

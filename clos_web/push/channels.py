@@ -61,7 +61,7 @@ _ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
 # Events
 
 
-@attrs.define(slots=True, frozen=True, eq=False)
+@attrs.define(slots=True, frozen=True, eq=False, repr=False)
 class Event:
     """One published event, encoded once and shared by every subscriber.
 
@@ -81,6 +81,10 @@ class Event:
     raw: bytes
     chunk: bytes
     size: int = 0
+
+    def __repr__(self) -> str:
+        data = self.data if len(self.data) <= 40 else self.data[:37] + "..."
+        return f"<Event {self.id} {self.channel!r} {self.event or 'message'} {data!r}>"
 
     def as_dict(self) -> dict:
         """``{"id", "event", "data"}``, as long-poll answers it."""
@@ -175,7 +179,7 @@ class _Subs:
         return bool(self.streams or self.waiters)
 
 
-@attrs.define(slots=True, eq=False)
+@attrs.define(slots=True, eq=False, repr=False)
 class Channel:
     """A named channel: its subscribers per server and its bounded history.
 
@@ -193,6 +197,10 @@ class Channel:
     bytes: int = 0
     last_time: float = 0.0  # when the last event was published (monotonic), for idle streams
 
+    def __repr__(self) -> str:
+        return (f"<Channel {self.name[:60]!r} history={len(self.history)} ({self.bytes} bytes) "
+                f"last={self.last_id}>")
+
 
 @attrs.define(slots=True, eq=False)
 class _Local:
@@ -207,7 +215,7 @@ def _epoch() -> str:
     return "".join(_ALPHABET[(n // 36 ** i) % 36] for i in range(5))
 
 
-@attrs.define(slots=True, eq=False)
+@attrs.define(slots=True, eq=False, repr=False)
 class Channels:
     """A registry of channels: subscribers, bounded history, heartbeats, publishing.
 
@@ -257,6 +265,10 @@ class Channels:
     _order: deque = attrs.field(factory=deque, repr=False)
     _kept: int = 0   # how many events the histories hold
     _bytes: int = 0  # what the histories and the channels cost (used_bytes)
+
+    def __repr__(self) -> str:
+        return (f"<Channels {len(self._channels)} channels, {self._bytes} bytes of history, "
+                f"last {self.last_id}>")
 
     # -- ids ---------------------------------------------------------------------------------
 
@@ -496,11 +508,17 @@ class Channels:
     def publish(self, name: str, message, event: str | None = None) -> str:
         """Publish ``message`` on channel ``name``; return its event id. Safe from any thread.
 
-        ``event`` overrides the event type chosen by :func:`encode_event`.
+        ``event`` overrides the event type chosen by :func:`encode_event`. This is the generic
+        function :func:`publish` on the channel, so a method added to it (an ``around`` method
+        that audits, a ``before`` method that authorises) sees every publish.
         """
-        etype, data = encode_event(message)
         if event is not None:
-            etype = event
+            message = Message(message, event)
+        return publish(self.channel(name), message)
+
+    def _publish(self, name: str, message) -> str:
+        """The work of ``publish``: encode once, keep in history, fan out (any thread)."""
+        etype, data = encode_event(message)
         body = sse.encode_body(data, etype)
         now = time.monotonic()
         run_now = None
@@ -764,7 +782,7 @@ def publish_str(channel: str, message):
 
 @publish.dispatch
 def publish_channel(channel: Channel, message):
-    return channel.registry.publish(channel.name, message)
+    return channel.registry._publish(channel.name, message)
 
 
 @generic

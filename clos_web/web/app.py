@@ -29,6 +29,7 @@ from typing import Any, Callable
 import attrs
 
 from ..http import HTTPError, MethodNotAllowed, Request, Response
+from ..clos import generic
 from .params import compile_handler
 from .routing import Route, Router, split_pattern
 from .sessions import MemorySessions
@@ -166,8 +167,12 @@ class App:
         return default if route.max_body is None else route.max_body
 
     def handle(self, request: Request, conn=None):
-        """Find the route and call the handler (through the middleware); return its result,
-        or :data:`~clos_web.DEFERRED` for a blocking handler."""
+        """``respond(self, request, conn)``: find the route and call the handler (through the
+        middleware and any qualified methods on ``respond``); return its result, or
+        :data:`~clos_web.DEFERRED` for a blocking handler."""
+        return respond(self, request, conn)
+
+    def _respond(self, request: Request, conn):
         if not self.middleware:
             methods = self.router.exact.get(request.path)
             if methods is not None:
@@ -209,6 +214,31 @@ class App:
         return call(request)
 
 
+@generic
+def respond(app, request, conn):
+    """Answer ``request`` for ``app``: find the route, check its guard, bind the handler's
+    parameters and call it, through ``app``'s middleware; return the handler's result (or
+    :data:`~clos_web.DEFERRED`). ``conn`` is the connection (None when called without one).
+
+    This is where an application's cross-cutting behaviour goes, as qualified methods
+    specialised on its own ``App`` subclass: a ``before`` method checks (authorisation, a CSRF
+    guard: raise an ``HTTPError`` to refuse), an ``after`` method records, an ``around``
+    method wraps (timing, a transaction) and calls ``call_next_method()``::
+
+        class Shop(App):
+            pass
+
+        @respond.before
+        def shop_refuses_cross_site(app: Shop, request: Request, conn):
+            guard.check(request)
+    """
+
+
+@respond.dispatch
+def respond_app(app: App, request: Request, conn):
+    return app._respond(request, conn)
+
+
 def _raiser(err: HTTPError) -> Callable:
     def endpoint(request):
         raise err
@@ -230,4 +260,4 @@ def _wrap(mw: Callable, call_next: Callable) -> Callable:
 default_app = App()
 """The app that module-level code may share, for convenience: ``@default_app.get("/")``."""
 
-__all__ = ["App", "Route", "default_app"]
+__all__ = ["App", "Route", "default_app", "respond"]

@@ -19,6 +19,8 @@ import re
 import time
 from typing import Callable, Iterable
 
+import attrs
+
 from ..http import HTTPError, Request, Response
 from .responses import with_headers
 
@@ -130,7 +132,7 @@ _SAFE_METHODS = frozenset(("GET", "HEAD", "OPTIONS"))
 
 
 def csrf_guard(trusted_origins: Iterable[str] = (), *, allow_same_site: bool = False,
-               exempt: Iterable[str] = ()) -> Callable:
+               exempt: Iterable[str] = ()) -> "CsrfGuard":
     """A middleware refusing cross-site requests that could change state (CSRF), with a 403.
 
     Safe methods (GET, HEAD, OPTIONS) always pass: they must not change anything. Any other
@@ -164,35 +166,54 @@ def csrf_guard(trusted_origins: Iterable[str] = (), *, allow_same_site: bool = F
         if not path.startswith("/"):
             raise ValueError(f"csrf_guard exempt: {path!r} is not a path (start it with '/')")
         (prefixes.append if path.endswith("/") else exact.add)(path)
-    prefixes = tuple(prefixes)
     passing_sites = frozenset(("same-origin", "none", "same-site") if allow_same_site
                               else ("same-origin", "none"))
+    return CsrfGuard(trusted, frozenset(exact), tuple(prefixes), passing_sites)
 
-    def csrf_middleware(request: Request, call_next: Callable):
+
+@attrs.define(slots=True, frozen=True)
+class CsrfGuard:
+    """What :func:`csrf_guard` returns: a middleware (``app.use(guard)``), whose check alone
+    is ``guard.check(request)`` (raises the 403), for a ``before`` method on ``respond``::
+
+        @respond.before
+        def shop_refuses_cross_site(app: Shop, request: Request, conn):
+            guard.check(request)
+    """
+
+    trusted: frozenset
+    exact: frozenset
+    prefixes: tuple
+    passing_sites: frozenset
+
+    def check(self, request: Request) -> None:
+        """Raise a 403 if ``request`` is a cross-site request that could change state."""
         if request.method in _SAFE_METHODS:
-            return call_next(request)
+            return
         path = request.path
-        if path in exact or (prefixes and path.startswith(prefixes)):
-            return call_next(request)
+        if path in self.exact or (self.prefixes and path.startswith(self.prefixes)):
+            return
         headers = request.headers
         origin = headers.get("origin")
         site = headers.get("sec-fetch-site")
         if site is not None:
-            if site.strip().lower() in passing_sites or (
-                    origin is not None and origin.lower() in trusted):
-                return call_next(request)
+            if site.strip().lower() in self.passing_sites or (
+                    origin is not None and origin.lower() in self.trusted):
+                return
             raise HTTPError(403, "cross-site request refused: this site does not accept it "
                                  "from another site (Sec-Fetch-Site)")
         if origin is None:
-            return call_next(request)
+            return
         host = headers.get("host")
         if (host is not None and host.lower() == _origin_host(origin)) or (
-                origin.lower() in trusted):
-            return call_next(request)
+                origin.lower() in self.trusted):
+            return
         raise HTTPError(403, "cross-origin request refused: its Origin is neither this site "
                              "nor trusted")
 
-    return csrf_middleware
+    def __call__(self, request: Request, call_next: Callable):
+        self.check(request)
+        return call_next(request)
 
 
-__all__ = ["logging_middleware", "cors", "csrf_guard"]
+__all__ = ["logging_middleware", "cors", "csrf_guard", "CsrfGuard"]

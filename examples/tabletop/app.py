@@ -19,8 +19,9 @@ session is bound before it). A bad one answers 400/403/404 naming the parameter 
 
 A change and its announcement agree: :meth:`Tabletop.commit` makes a change and publishes the
 events announcing it, or undoes the change when they cannot be published (503 to the caller).
-Unsafe requests from other sites are refused (:func:`~clos_web.csrf_guard`, 403), so no other
-page can make a visitor move, chat or open tables.
+Unsafe requests from other sites are refused (:func:`~clos_web.csrf_guard`'s check, 403, in a
+``before`` method on ``respond`` for :class:`TabletopApp`), so no other page can make a visitor
+move, chat or open tables.
 
 Page state without loss: ``GET /api/tables/<id>`` answers the public table, the caller's hand
 and ``last_id``, the event id the state is current to; the page then streams
@@ -37,7 +38,8 @@ import attrs
 
 from clos_web import (
     App, Channels, Connection, Length, MemorySessions, Message, Range, Request, Response,
-    Session, StaticFiles, channel, csrf_guard, encode_event, error_response, parse_param, write,
+    Session, StaticFiles, channel, csrf_guard, encode_event, error_response, parse_param,
+    respond, write,
 )
 
 from .game import (
@@ -296,16 +298,29 @@ def hand_channel(table: Table, player: Player) -> str:
     return f"hand-{table.id}-{player.id}"
 
 
+class TabletopApp(App):
+    """The demo's app: an :class:`~clos_web.App` whose requests go through the methods below
+    (CLOS's before methods: checks that run before the primary method answers)."""
+
+
+_GUARD = csrf_guard()
+
+
+@respond.before
+def tabletop_refuses_cross_site(app: TabletopApp, request: Request, conn):
+    """No other site may make a player move, chat or open tables (403)."""
+    _GUARD.check(request)
+
+
 def tabletop(game: Game | None = None, *, history: int = 500, max_age: float = 1800.0,
              retry: float = 1.0, channels: Channels | None = None) -> Tabletop:
     """Build the demo: a new :class:`Game` (or ``game``), its channels (a new registry, or
     ``channels``) and its routes."""
     game = game if game is not None else Game()
-    app = App(sessions=MemorySessions(idle_timeout=24 * 3600, max_sessions=10_000))
+    app = TabletopApp(sessions=MemorySessions(idle_timeout=24 * 3600, max_sessions=10_000))
     registry = channels if channels is not None else Channels(
         history=history, max_age=max_age, heartbeat=15.0, retry=retry, retry_jitter=1.0,
         max_channels=20_000)
-    app.use(csrf_guard())  # no other site may make a player move, chat or open tables
     tt = Tabletop(game, registry, app)
     files = StaticFiles(STATIC)
     TableP = TableOf[game]
