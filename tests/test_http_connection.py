@@ -398,8 +398,6 @@ def test_timed_out_in_head_or_body_is_a_408_and_closing(pieces, state, deadline)
     assert http.next_request(now=deadline) is None
 
 
-@pytest.mark.xfail(strict=True, reason="timed_out leaves a 408'd connection CLOSING with "
-                   "deadline inf: a client that never reads its 408 is never closed")
 def test_a_408_connection_still_has_a_deadline_for_a_client_that_does_not_read():
     http = connection(header_timeout=10.0, keepalive_timeout=60.0)
     http.receive_data(b"GET / HTTP/1.1\r\n")
@@ -448,8 +446,6 @@ def test_timed_out_on_a_stream_or_a_switched_connection_is_nothing():
     assert http.state is State.SWITCHED
 
 
-@pytest.mark.xfail(strict=True, reason="next_request moves IDLE to HEAD (header deadline, "
-                   "then a 408) for a lone CRLF that the parser ignores and drops")
 def test_a_stray_empty_line_between_requests_leaves_the_connection_idle():
     # RFC 9112 2.2: empty lines before a request line are ignored; nothing of a request has
     # arrived, so the idle keep-alive deadline (a quiet close) stands, not a 408

@@ -127,6 +127,8 @@ class HTTPConnection:
             self.deadline = now + self.limits.keepalive_timeout
             raise
         if request is None:
+            if state is State.IDLE and not buf.data:
+                return None  # empty lines between requests (RFC 9112 2.2): still idle
             if state is State.IDLE:  # the first bytes of a request: its head must come in time
                 self.state = state = State.HEAD
                 self.deadline = now + self.limits.header_timeout
@@ -255,7 +257,8 @@ class HTTPConnection:
             self.state = State.CLOSING
             self.keep_alive = False
             self.request = None
-            self.deadline = INFINITY
+            # the 408 must be read: a client that does not is closed after this
+            self.deadline = now + self.limits.keepalive_timeout
             return RequestTimeout(reason="request not received in time")
         if state is State.IDLE or state is State.CLOSING:
             return True

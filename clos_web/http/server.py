@@ -130,7 +130,7 @@ class Server(Loop):
         if conn.state is not OPEN or http.state is not BUSY or http.request is not request:
             return
         answer(conn, request, result)
-        _answered(conn, http, request)
+        answered(conn, request)
         process(conn, http)
 
 
@@ -197,6 +197,8 @@ def deadline_passed_http(protocol: HTTPConnection, conn: Connection):
     elif isinstance(outcome, HTTPError):
         error_response(outcome, conn)
         server.close_when_sent(conn)
+        if conn.state is OPEN:  # a client that does not read its 408 is closed in time too
+            server.set_deadline(conn, protocol.deadline)
     elif protocol.deadline != float("inf"):
         server.set_deadline(conn, protocol.deadline)
 
@@ -241,6 +243,8 @@ def process(conn: Connection, http: HTTPConnection) -> None:
             error_response(err, conn)
             http.request = None
             server.close_when_sent(conn)
+            if conn.state is OPEN:  # a client that does not read its error is closed in time
+                server.set_deadline(conn, http.deadline)
             return
         interim = http.interim()
         if interim:
@@ -255,7 +259,7 @@ def process(conn: Connection, http: HTTPConnection) -> None:
         if http.state is BUSY and http.request is request:
             # answered now, unless nothing was written (DEFERRED: server.complete answers)
             if http.response_started or conn.out_bytes > queued:
-                _answered(conn, http, request)
+                answered(conn, request)
         if conn.out_bytes > limits.output_cap:
             break  # backpressure: go on when the client has read (output_drained)
     if conn.state is OPEN:
@@ -263,9 +267,18 @@ def process(conn: Connection, http: HTTPConnection) -> None:
         server.flush(conn)
 
 
-def _answered(conn: Connection, http: HTTPConnection, request: Request) -> None:
-    """The answer to ``request`` is queued: the connection goes on, or closes after it."""
+@generic
+def answered(conn, request):
+    """The answer to ``request`` is written (queued) on ``conn``, now or later (a handler that
+    returned ``DEFERRED``): the connection goes on to the next request, or closes after this
+    one. An ``after`` method sees every request once it is answered (the access log is one:
+    ``conn.protocol.status`` is the status written)."""
+
+
+@answered.dispatch
+def answered_http(conn: Connection, request: Request):
     server = conn.server
+    http = conn.protocol
     http.response_done(server.now)
     if http.state is CLOSING:
         server.close_when_sent(conn)
@@ -393,5 +406,5 @@ def error_response_http_error(error: HTTPError, conn: Connection):
 
 __all__ = [
     "Server", "handle_request", "write", "error_response", "close_stream", "shutdown_stream",
-    "stream_idle", "send_response", "answer", "DEFERRED", "process",
+    "stream_idle", "send_response", "answer", "answered", "DEFERRED", "process",
 ]
