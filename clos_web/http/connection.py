@@ -206,7 +206,12 @@ class HTTPConnection:
         if self.state is State.STREAM:
             raise StreamingError("the answer on this connection is a stream: write an Event "
                                  "to it (or publish on its channel), not a response")
-        data = encode_response(response, self.head_only, self.keep_alive, self.http10)
+        request = self.request
+        if request is None:
+            data = encode_response(response, False, self.keep_alive, False)
+        else:
+            data = encode_response(response, request.method == "HEAD", self.keep_alive,
+                                   request.version == "HTTP/1.0")
         self.status = response.status
         self.response_started = True
         if response._closes:

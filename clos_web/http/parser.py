@@ -185,7 +185,7 @@ def parse_params_bytes(query: bytes):
 def parse_bytes(source: bytes):
     buf = Buffer(limits=Limits(max_body=max(len(source), 1)))
     buf.data += source
-    request = _parse_buffer(buf)
+    request = parse_buffer(buf)
     if request is None:
         raise BadRequest(reason="incomplete request")
     return request
@@ -197,12 +197,8 @@ def parse_bytearray(source: bytearray):
 
 
 @parse.dispatch
-def parse_buffer(source: Buffer):
-    return _parse_buffer(source)
-
-
-def _parse_buffer(buf: Buffer) -> Request | None:
-    """The parser proper: plain function, called once per request by the connection."""
+def parse_buffer(buf: Buffer):
+    """The parser proper: what the connection calls for each request."""
     request = buf.pending
     if request is None:
         request = _parse_head(buf)

@@ -164,7 +164,7 @@ _TOO_MANY_FIELDS = header_block([("Content-Type", "text/plain; charset=utf-8"),
 
 
 @data_received.dispatch
-def data_received_http(protocol: HTTPConnection, conn: Connection):
+def data_received_http(protocol: HTTPConnection, conn: object):
     state = protocol.state
     if state is STREAM or state is CLOSING:
         conn.buf.data.clear()  # a stream's client has nothing more to say: what it says is dropped
@@ -233,7 +233,14 @@ def process(conn: Connection, http: HTTPConnection) -> None:
     """Parse and answer buffered requests until one is incomplete or an answer is pending."""
     server = conn.server
     limits = http.limits
-    while http.wants_input and conn.state is OPEN:
+    buf = http.buf
+    while conn.state is OPEN:
+        state = http.state
+        if state is State.IDLE:
+            if not buf.data:
+                break
+        elif state is not State.HEAD and state is not State.BODY:
+            break
         try:
             request = http.next_request(server.now)
         except HTTPError as err:
@@ -246,9 +253,8 @@ def process(conn: Connection, http: HTTPConnection) -> None:
             if conn.state is OPEN:  # a client that does not read its error is closed in time
                 server.set_deadline(conn, http.deadline)
             return
-        interim = http.interim()
-        if interim:
-            server.enqueue(conn, interim)
+        if buf.continue_needed:
+            server.enqueue(conn, http.interim())
         if request is None:
             break
         queued = conn.out_bytes
@@ -276,7 +282,7 @@ def answered(conn, request):
 
 
 @answered.dispatch
-def answered_http(conn: Connection, request: Request):
+def answered_http(conn: Connection, request: object):
     server = conn.server
     http = conn.protocol
     http.response_done(server.now)
@@ -287,7 +293,7 @@ def answered_http(conn: Connection, request: Request):
 
 
 @handle_request.dispatch
-def handle_request_connection(conn: Connection, request: Request):
+def handle_request_connection(conn: Connection, request: object):
     try:
         result = conn.server.app.handle(request, conn)
     except Exception as exc:
@@ -295,7 +301,12 @@ def handle_request_connection(conn: Connection, request: Request):
         return
     if result is DEFERRED:  # the handler answers later through server.complete
         return
-    answer(conn, request, result)
+    mark, queued = len(conn.out), conn.out_bytes
+    try:
+        write(result, conn)  # the common case; anything else is answer()'s to handle
+    except Exception as exc:
+        _take_back(conn, mark, queued)
+        answer(conn, request, exc)
 
 
 class _Deferred:
@@ -370,7 +381,7 @@ def send_response(response: Response, conn: Connection) -> None:
 
 @write.dispatch
 def write_response(obj: Response, conn: Connection):
-    send_response(obj, conn)
+    conn.server.enqueue(conn, conn.protocol.encode(obj))
 
 
 @write.dispatch

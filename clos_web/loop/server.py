@@ -898,7 +898,7 @@ def buffer_input_connection(conn: Connection):
 # The fallbacks: a connection without a protocol of its own reads and drops its input.
 
 @data_received.dispatch
-def data_received_drop(protocol: object, conn: Connection):
+def data_received_drop(protocol: object, conn: object):
     conn.buf.data.clear()
 
 

@@ -172,15 +172,6 @@ class App:
         :data:`~clos_web.DEFERRED` for a blocking handler."""
         return respond(self, request, conn)
 
-    def _respond(self, request: Request, conn):
-        if not self.middleware:
-            methods = self.router.exact.get(request.path)
-            if methods is not None:
-                route = methods.get(request.method)
-                if route is not None and not route.blocking and route.guard is None:
-                    return route.invoke(request, conn, ())
-        return self._handle(request, conn)
-
     def _handle(self, request: Request, conn):
         try:
             match = self.router.lookup(request.method, request.path, request.query)
@@ -235,8 +226,14 @@ def respond(app, request, conn):
 
 
 @respond.dispatch
-def respond_app(app: App, request: Request, conn):
-    return app._respond(request, conn)
+def respond_app(app: App, request: object, conn):
+    if not app.middleware:
+        methods = app.router.exact.get(request.path)
+        if methods is not None:
+            route = methods.get(request.method)
+            if route is not None and not route.blocking and route.guard is None:
+                return route.invoke(request, conn, ())
+    return app._handle(request, conn)
 
 
 def _raiser(err: HTTPError) -> Callable:
