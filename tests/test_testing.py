@@ -29,7 +29,6 @@ from conftest import request as raw_request
 from test_sse_wire import SSEParser
 
 
-
 def GET(path: str, extra: str = "") -> bytes:
     return f"GET {path} HTTP/1.1\r\nHost: t\r\n{extra}\r\n".encode()
 
