@@ -1,5 +1,10 @@
-"""The web layer over real sockets: the /add contract, typed handlers, 400s, HEAD/OPTIONS/405,
-results and write methods, cookies, sessions, middleware, mounts, the REPL, blocking handlers."""
+"""The web layer: the /add contract, typed handlers, 400s, HEAD/OPTIONS/405, results and write
+methods, cookies, sessions, middleware, mounts, the REPL, blocking handlers.
+
+What needs no socket goes through the in-process client (clos_web.testing, the same connection
+objects and generics as a server); what is about the wire stays on real sockets: pipelining and
+keep-alive, bytes compared across HTTP versions, the REPL changing a running server, a blocking
+handler's timing against other connections."""
 
 from __future__ import annotations
 
@@ -20,29 +25,33 @@ from clos_web import (
 from clos_web import Connection, send_response
 from clos_web import PlainText
 
-from conftest import Reader, connect, request
+from clos_web.testing import TestClient
+
+from conftest import Reader, connect, load_example, request
 
 
 def GET(path: str, extra: str = "") -> bytes:
     return f"GET {path} HTTP/1.1\r\nHost: t\r\n{extra}\r\n".encode()
 
 
-def test_add_follows_the_contract(hello):
-    status, headers, body = request(hello, GET("/add?a=12&b=30"))
-    assert (status, body) == (200, b"42")
-    assert headers["content-type"] == "text/plain; charset=utf-8"
-    status, headers, body = request(hello, GET("/add?a=12"))
-    assert status == 400 and b"'b'" in body and b"missing" in body
-    assert headers["content-type"].startswith("text/plain")
-    status, _, body = request(hello, GET("/add?a=12abc&b=1"))
-    assert status == 400 and b"'a'" in body and b"not an integer" in body
-    status, headers, body = request(hello, GET("/add?a=1&b=x", "Accept: application/json\r\n"))
-    assert status == 400 and headers["content-type"] == "application/json"
-    assert json.loads(body) == {"error": "bad parameter", "parameter": "b",
-                                "reason": "not an integer: 'x'", "status": 400}
+def test_add_follows_the_contract():
+    client = TestClient(load_example("hello").app)
+    response = client.get("/add?a=12&b=30")
+    assert (response.status, response.body) == (200, b"42")
+    assert response.headers["content-type"] == "text/plain; charset=utf-8"
+    response = client.get("/add?a=12")
+    assert response.status == 400 and b"'b'" in response.body and b"missing" in response.body
+    assert response.headers["content-type"].startswith("text/plain")
+    response = client.get("/add?a=12abc&b=1")
+    assert response.status == 400 and b"'a'" in response.body
+    assert b"not an integer" in response.body
+    response = client.get("/add?a=1&b=x", headers={"Accept": "application/json"})
+    assert response.status == 400 and response.headers["content-type"] == "application/json"
+    assert response.json() == {"error": "bad parameter", "parameter": "b",
+                               "reason": "not an integer: 'x'", "status": 400}
 
 
-def test_head_options_405_404_on_typed_routes(serve):
+def item_app() -> App:
     app = App()
 
     @app.get("/item/{n}")
@@ -50,20 +59,32 @@ def test_head_options_405_404_on_typed_routes(serve):
         return f"item {n}"
 
     app.post("/item/{n}")(lambda n: "posted")
-    server = serve(app)
+    return app
+
+
+def test_head_options_405_404_on_typed_routes():
+    client = TestClient(item_app())
+    response = client.head("/item/3")
+    assert (response.status, response.body) == (200, b"")
+    assert response.headers["content-length"] == "6"
+    assert client.get("/item/3").body == b"item 3"
+    response = client.options("/item/3")
+    assert response.status == 204 and response.headers["allow"] == "GET, HEAD, POST, OPTIONS"
+    response = client.delete("/item/3")
+    assert response.status == 405 and response.headers["allow"] == "GET, HEAD, POST"
+    assert client.get("/nothing/here").status == 404
+    response = client.get("/item/3/")
+    assert response.status == 308 and response.headers["location"] == "/item/3"
+
+
+def test_a_head_answer_has_no_body_on_the_wire_before_a_pipelined_request(serve):
+    server = serve(item_app())
     with connect(server) as sock:
         reader = Reader(sock)
         sock.sendall(b"HEAD /item/3 HTTP/1.1\r\nHost: t\r\n\r\n" + GET("/item/3"))
         status, headers, _ = reader.read_response(head_only=True)
         assert status == 200 and headers["content-length"] == "6"
         assert reader.read_response()[2] == b"item 3"
-    status, headers, _ = request(server, b"OPTIONS /item/3 HTTP/1.1\r\nHost: t\r\n\r\n")
-    assert status == 204 and headers["allow"] == "GET, HEAD, POST, OPTIONS"
-    status, headers, _ = request(server, b"DELETE /item/3 HTTP/1.1\r\nHost: t\r\n\r\n")
-    assert status == 405 and headers["allow"] == "GET, HEAD, POST"
-    assert request(server, GET("/nothing/here"))[0] == 404
-    status, headers, _ = request(server, GET("/item/3/"))
-    assert status == 308 and headers["location"] == "/item/3"
 
 
 @attrs.define
@@ -72,7 +93,7 @@ class Point:
     y: int
 
 
-def test_results_are_written_by_their_class(serve):
+def test_results_are_written_by_their_class():
     app = App()
     app.get("/str")(lambda: "<b>hi</b>")
     app.get("/bytes")(lambda: b"\x00\x01")
@@ -82,18 +103,18 @@ def test_results_are_written_by_their_class(serve):
     app.get("/go")(lambda: redirect("/str"))
     app.get("/made")(lambda: Response("made", status=201, content_type="text/plain",
                                       headers=[("X-Thing", "1")]))
-    server = serve(app)
+    client = TestClient(app)
     cases = {"/str": (200, "text/html; charset=utf-8", b"<b>hi</b>"),
              "/bytes": (200, "application/octet-stream", b"\x00\x01"),
              "/dict": (200, "application/json", b'{"a":[1,2]}'),
              "/attrs": (200, "application/json", b'{"x":1,"y":2}'),
              "/made": (201, "text/plain; charset=utf-8", b"made")}
     for path, (status, ctype, body) in cases.items():
-        got_status, headers, got = request(server, GET(path))
-        assert (got_status, headers.get("content-type"), got) == (status, ctype, body), path
-    assert request(server, GET("/none"))[0] == 204
-    status, headers, _ = request(server, GET("/go"))
-    assert status == 303 and headers["location"] == "/str"
+        got = client.get(path)
+        assert (got.status, got.headers.get("content-type"), got.body) == (status, ctype, body)
+    assert client.get("/none").status == 204
+    response = client.get("/go")
+    assert response.status == 303 and response.headers["location"] == "/str"
 
 
 def test_plaintext_is_written_as_its_response_would_be(serve):
@@ -164,7 +185,7 @@ def test_repl_changes_take_effect_on_a_running_server(serve):
     assert request(server, GET("/card?c=king"))[2] == b"new king"
 
 
-def test_cookies_are_parsed_and_set_with_their_attributes(serve):
+def test_cookies_are_parsed_and_set_with_their_attributes():
     app = App()
 
     @app.get("/c")
@@ -174,20 +195,16 @@ def test_cookies_are_parsed_and_set_with_their_attributes(serve):
                               samesite="Strict", domain="example.com", path="/app")
         return set_cookie(response, "seen", "1", httponly=False, samesite=None)
 
-    server = serve(app)
-    with connect(server) as sock:
-        sock.sendall(GET("/c", "Cookie: a=1; theme=light\r\n"))
-        data = b""
-        while b"light" not in data:
-            data += sock.recv(65536)
-    lines = [line for line in data.split(b"\r\n") if line.startswith(b"Set-Cookie")]
-    assert lines == [b"Set-Cookie: theme=dark; Path=/app; Domain=example.com; Max-Age=3600; "
-                     b"Secure; HttpOnly; SameSite=Strict", b"Set-Cookie: seen=1; Path=/"]
+    response = TestClient(app).get("/c", headers={"Cookie": "a=1; theme=light"})
+    assert response.body == b"light"
+    assert [(n, v) for n, v in response.raw_headers if n == "Set-Cookie"] == [
+        ("Set-Cookie", "theme=dark; Path=/app; Domain=example.com; Max-Age=3600; Secure; "
+                       "HttpOnly; SameSite=Strict"), ("Set-Cookie", "seen=1; Path=/")]
 
 
 @pytest.mark.parametrize("store", [None, SignedCookieSessions(secret=b"s" * 32)],
                          ids=["memory", "signed-cookie"])
-def test_sessions_keep_state_between_requests(serve, store):
+def test_sessions_keep_state_between_requests(store):
     app = App()
     if store is not None:
         app.sessions = store
@@ -198,19 +215,16 @@ def test_sessions_keep_state_between_requests(serve, store):
         return str(session["n"])
 
     app.get("/plain")(lambda: "plain")
-    server = serve(app)
-    assert "set-cookie" not in request(server, GET("/plain"))[1]
-    status, headers, body = request(server, GET("/count"))
-    assert body == b"1"
-    cookie = headers["set-cookie"]
+    client = TestClient(app)  # keeps the cookies its answers set
+    assert "set-cookie" not in client.get("/plain").headers
+    response = client.get("/count")
+    assert response.body == b"1"
+    cookie = response.headers["set-cookie"]
     assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
-    pair = cookie.split(";")[0]
-    for expected in (b"2", b"3"):
-        status, headers, body = request(server, GET("/count", f"Cookie: {pair}\r\n"))
-        assert body == expected
-        pair = headers.get("set-cookie", pair).split(";")[0]
-    forged = pair[:-3] + ("abc" if not pair.endswith("abc") else "xyz")
-    assert request(server, GET("/count", f"Cookie: {forged}\r\n"))[2] == b"1"
+    assert [client.get("/count").body for _ in range(2)] == [b"2", b"3"]
+    token = client.cookies["session"]
+    client.cookies["session"] = token[:-3] + ("abc" if not token.endswith("abc") else "xyz")
+    assert client.get("/count").body == b"1"
 
 
 def test_memory_sessions_expire_when_idle_and_are_capped():
@@ -228,7 +242,7 @@ def test_memory_sessions_expire_when_idle_and_are_capped():
     assert len(store) == 1
 
 
-def test_middleware_is_ordered_and_wraps_errors_too(serve, caplog):
+def test_middleware_is_ordered_and_wraps_errors_too(caplog):
     app = App()
     seen = []
 
@@ -245,53 +259,49 @@ def test_middleware_is_ordered_and_wraps_errors_too(serve, caplog):
     app.use(logging_middleware)
     app.use(cors(origins=["https://a.example"]))
     app.get("/x")(lambda: "x")
-    server = serve(app)
+    client = TestClient(app)
     with caplog.at_level(logging.INFO, logger="clos_web.access"):
-        status, headers, _ = request(server, GET("/x", "Origin: https://a.example\r\n"))
-        assert status == 200 and headers["access-control-allow-origin"] == "https://a.example"
-        assert headers["vary"] == "Origin"
-        status, headers, _ = request(server, GET("/x", "Origin: https://evil.example\r\n"))
-        assert "access-control-allow-origin" not in headers
-        assert request(server, GET("/missing"))[0] == 404
+        response = client.get("/x", headers={"Origin": "https://a.example"})
+        assert response.status == 200
+        assert response.headers["access-control-allow-origin"] == "https://a.example"
+        assert response.headers["vary"] == "Origin"
+        response = client.get("/x", headers={"Origin": "https://evil.example"})
+        assert "access-control-allow-origin" not in response.headers
+        assert client.get("/missing").status == 404
     assert seen[:2] == ["outer", "inner"]
     assert any("GET /x 200" in r.getMessage() for r in caplog.records)
     assert any("GET /missing 404" in r.getMessage() for r in caplog.records)
-    status, headers, _ = request(server, b"OPTIONS /x HTTP/1.1\r\nHost: t\r\n"
-                                 b"Origin: https://a.example\r\n"
-                                 b"Access-Control-Request-Method: PUT\r\n\r\n")
-    assert status == 204 and "PUT" in headers["access-control-allow-methods"]
+    response = client.options("/x", headers={"Origin": "https://a.example",
+                                             "Access-Control-Request-Method": "PUT"})
+    assert response.status == 204
+    assert "PUT" in response.headers["access-control-allow-methods"]
 
 
-def test_mounted_apps_over_sockets(serve):
+def test_mounted_apps():
     api = App()
     api.get("/users/{uid}")(lambda uid: {"user": uid})
     root = App()
     root.get("/")(lambda: "home")
     root.mount("/api/v1", api)
-    server = serve(root)
-    assert request(server, GET("/api/v1/users/ada"))[2] == b'{"user":"ada"}'
-    assert request(server, GET("/"))[2] == b"home"
-    assert request(server, GET("/api/v2/users/ada"))[0] == 404
+    client = TestClient(root)
+    assert client.get("/api/v1/users/ada").body == b'{"user":"ada"}'
+    assert client.get("/").body == b"home"
+    assert client.get("/api/v2/users/ada").status == 404
 
 
-def test_form_post_and_json_post_over_sockets(serve):
+def test_form_post_and_json_post():
     app = App()
 
     @app.post("/sum")
     def total(a: int, b: int):
         return {"sum": a + b}
 
-    server = serve(app)
-    body = b"a=2&b=40"
-    status, _, got = request(server, b"POST /sum HTTP/1.1\r\nHost: t\r\nContent-Type: "
-                             b"application/x-www-form-urlencoded\r\nContent-Length: 8\r\n\r\n"
-                             + body)
-    assert got == b'{"sum":42}'
-    body = b'{"a": 1, "b": "x"}'
-    status, headers, got = request(server, b"POST /sum HTTP/1.1\r\nHost: t\r\nContent-Type: "
-                                   b"application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
-                                   + body)
-    assert status == 400 and json.loads(got)["parameter"] == "b"
+    client = TestClient(app)
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    assert client.post("/sum", body=b"a=2&b=40", headers=form).body == b'{"sum":42}'
+    response = client.post("/sum", body=b'{"a": 1, "b": "x"}',
+                           headers={"Content-Type": "application/json"})
+    assert response.status == 400 and json.loads(response.body)["parameter"] == "b"
 
 
 def test_a_blocking_handler_does_not_slow_other_connections(serve):
@@ -324,13 +334,12 @@ def test_a_blocking_handler_does_not_slow_other_connections(serve):
         assert slow_reader.read_response()[2] == b"Hello, World!"  # pipelined order kept
 
 
-def test_a_blocking_handler_that_raises_is_a_500_and_debug_shows_the_traceback(serve):
+def test_a_blocking_handler_that_raises_is_a_500_and_debug_shows_the_traceback():
     app = App()
 
     @app.get("/boom", blocking=True)
     def boom():
         raise RuntimeError("in a worker")
 
-    server = serve(app, debug=True)
-    status, _, body = request(server, GET("/boom"))
-    assert status == 500 and b"RuntimeError: in a worker" in body
+    response = TestClient(app, debug=True).get("/boom")
+    assert response.status == 500 and b"RuntimeError: in a worker" in response.body
