@@ -149,6 +149,7 @@ class _StubServer:
     """Enough of a server for the registry's bookkeeping (fan-out is not under test here)."""
 
     _ident = None
+    now = 0.0
 
     def add_sweeper(self, fn):
         pass

@@ -471,8 +471,6 @@ def test_feed_chunk_reaches_the_parser():
     assert feed_chunk(fresh_stream(), b"data: x\n\n") == [SSEEvent("", "message", "x", 9000)]
 
 
-@pytest.mark.xfail(strict=True, reason="TestStream._field checks retry with str.isdigit, true "
-                   "for '²': int('²') raises ValueError instead of the field being ignored")
 def test_stream_parsing_ignores_a_retry_of_non_ascii_digits():
     assert feed_chunk(fresh_stream(), "retry: ²\ndata: x\n\n".encode()) == [
         SSEEvent("", "message", "x", 9000)]
@@ -626,12 +624,9 @@ def test_around_and_before_methods_on_respond_for_an_app_subclass(serve):
 
 
 # --------------------------------------------------------------------------------------------
-# Bugs found in the client (kept as strict xfails until clos_web/testing.py is fixed)
+# Bugs the tests above found in the client, and in push's clock (fixed)
 
 
-@pytest.mark.xfail(strict=True, reason="a file past StaticFiles.inline_limit is a FileSegment "
-                   "sent with os.sendfile on the stand-in socket (fileno -1): the connection "
-                   "closes and the body comes back empty")
 def test_a_large_static_file_comes_back_whole():
     with tempfile.TemporaryDirectory() as directory:
         Path(directory, "big.bin").write_bytes(b"x" * 200_000)
@@ -642,8 +637,6 @@ def test_a_large_static_file_comes_back_whole():
     assert len(response.body) == 200_000
 
 
-@pytest.mark.xfail(strict=True, reason="TestClient._wire keys header fields by name: of "
-                   "repeated fields in a list of pairs only the last is sent")
 def test_repeated_header_fields_are_all_sent():
     app = App()
     app.get("/h")(lambda request: request.header("x-a"))
@@ -653,9 +646,6 @@ def test_repeated_header_fields_are_all_sent():
     assert two_hosts.status == 400  # RFC 9112 3.2, as a server answers it
 
 
-@pytest.mark.xfail(strict=True, reason="TestClient._wait jumps the clock to any pending timer "
-                   "after 50 ms of real quiet, also while a worker thread computes the answer "
-                   "(here to a long-poll's stale expiry timer)")
 def test_waiting_for_a_blocking_handler_does_not_move_the_clients_clock():
     registry = Channels()
     app = poll_app(registry, timeout=30.0)
@@ -673,10 +663,6 @@ def test_waiting_for_a_blocking_handler_does_not_move_the_clients_clock():
     assert client.server.now == clock
 
 
-@pytest.mark.xfail(strict=True, reason="push: Channels._publish stamps a subscriber's last "
-                   "send with time.monotonic(), the heartbeat sweep compares it with the "
-                   "server's clock (the client's, ahead after advance): a publish does not "
-                   "reset the heartbeat interval")
 def test_a_publish_resets_the_heartbeat_interval_on_the_clients_clock():
     registry = Channels(heartbeat=5.0)
     client = TestClient(stream_app(registry))
@@ -689,9 +675,6 @@ def test_a_publish_resets_the_heartbeat_interval_on_the_clients_clock():
     assert bytes(stream.conn.sock.sent) == sent  # no heartbeat 4 s after an event
 
 
-@pytest.mark.xfail(strict=True, reason="push: events are timed with time.monotonic() but the "
-                   "sweep prunes history by the server's clock: once the client's clock is "
-                   "max_age ahead, every new event is pruned at the next sweep")
 def test_history_kept_after_the_clients_clock_moves_past_max_age():
     registry = Channels(max_age=60.0)
     client = TestClient(stream_app(registry))

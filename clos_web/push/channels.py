@@ -449,7 +449,7 @@ class Channels:
             self._local(server)
             if not ch.subs:
                 self._idle.pop(ch.name, None)  # a channel with a subscriber is never evicted
-            subs = ch.subs[server] = _Subs(last=time.monotonic())
+            subs = ch.subs[server] = _Subs(last=server.now)
         return subs
 
     def _catch_up(self, names, last_id: str | None, now: float, budget: int | None = None):
@@ -549,7 +549,7 @@ class Channels:
             if ch.subs:
                 ident = threading.get_ident()
                 for server, subs in ch.subs.items():
-                    subs.last = now
+                    subs.last = server.now
                     local = self._locals[server]
                     local.outbox.append((ev, list(subs.streams),
                                          list(subs.waiters.values()) if subs.waiters else ()))
@@ -632,11 +632,12 @@ class Channels:
     def _sweep(self, server, now: float) -> None:
         """Once a second on ``server``'s loop: expire old history, heartbeat idle channels."""
         beat = []
+        mono = time.monotonic()  # events are timed by it (from any thread), not by a loop
         with self._lock:
             idle = now - self.heartbeat
             for ch in list(self._channels.values()):
-                if ch.history and ch.history[0].time < now - self.max_age:
-                    self._prune(ch, now)
+                if ch.history and ch.history[0].time < mono - self.max_age:
+                    self._prune(ch, mono)
                 subs = ch.subs.get(server)
                 if subs is not None and subs.last <= idle and subs.streams:
                     subs.last = now
