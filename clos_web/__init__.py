@@ -18,7 +18,7 @@ from .http import (
     URITooLong, VersionNotSupported, error_response, handle_request, parse, parse_params,
     send_response, write,
 )
-from .loop import Connection, Listener, Waker, buffer_input, process_ready, raise_fd_limit
+from .loop import Connection, buffer_input, process_ready, raise_fd_limit
 from .push import (
     Channel, Channels, Event, EventStream, LongPoll, Message, channel, channels, encode_event,
     end_stream, publish, subscribe, unsubscribe,
@@ -51,7 +51,7 @@ __all__ = [
     "HTTPError", "BadRequest", "NotFound", "MethodNotAllowed", "RequestTimeout",
     "PayloadTooLarge", "URITooLong", "HeaderFieldsTooLarge", "NotImplementedCoding",
     "VersionNotSupported", "parse", "parse_params", "process_ready", "buffer_input",
-    "handle_request", "write", "error_response", "Connection", "Listener", "Waker",
+    "handle_request", "write", "error_response", "Connection",
     "DEFERRED", "raise_fd_limit", "generic", "call_next_method", "next_method_p", "describe",
     "send_response", "to_json", "json_text", "respond",
     "default_app", "parse_param", "restrict", "Range", "Length", "Pattern", "UploadedFile",

@@ -20,7 +20,7 @@ from clos_web import (
 )
 from clos_web.http import Buffer, HTTPConnection, StreamingError
 from clos_web.loop import EVENT_READ, EVENT_WRITE, data_received
-from clos_web.push import Channel, Subscription
+from clos_web.push import Channel, SSEBatch, Subscription
 
 from conftest import Reader, connect, load_example, request, wait_for
 
@@ -203,8 +203,8 @@ def test_publish_encode_event_and_the_event_write_run_for_every_published_event(
         return "move", message.card
 
     @methods(write, "around")
-    def see_sse_events(event: Event, sub: Subscription):
-        written.append(event.id)
+    def see_sse_events(event: Event, batch: SSEBatch):  # the fan-out: one write per transport
+        written.append((event.id, len(batch)))
         return call_next_method()
 
     server = serve(hello.app)
@@ -222,7 +222,7 @@ def test_publish_encode_event_and_the_event_write_run_for_every_published_event(
             assert reader._fill()
         assert b"event: move\ndata: Q\xe2\x99\xa0" in reader.data
     assert [a for a in audit if a[0] == "table"] == [("table", first), ("table", second)]
-    assert written == [first, second]
+    assert written == [(first, 1), (second, 1)]
 
 
 @attrs.define

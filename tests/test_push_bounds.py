@@ -204,7 +204,7 @@ def test_the_bounds_hold_and_a_resume_gets_exactly_its_missed_events_or_a_reset(
             subs.append(sub)
         elif subs:
             sub = subs.pop(op[1] % len(subs))
-            registry._remove(sub, sub.names, server)
+            registry._remove(sub.conn, sub.names, server)
         # the bounds and the accounting
         names = registry.names()
         assert len(names) <= 4

@@ -198,7 +198,8 @@ class HTTPConnection:
                                  "to it (or publish on its channel), not a response")
         self.status = status
         self.response_started = True
-        return head_end(self.keep_alive, self.http10)
+        request = self.request
+        return head_end(self.keep_alive, request is not None and request.version == "HTTP/1.0")
 
     def encode(self, response: Response) -> bytes:
         """``response`` on the wire for the current request: head (its checked fields are

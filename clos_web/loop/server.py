@@ -650,29 +650,14 @@ class Loop:
         conn.out.append(data)
         conn.out_bytes += len(data)
 
-    def send(self, conn: Connection, data) -> bool:
-        """Queue ``data`` and send what the socket takes now. False if the connection is
-        gone."""
-        self.enqueue(conn, data)
-        self.flush(conn)
-        return conn.state is OPEN
-
     def push(self, conn: Connection, data: bytes) -> bool:
         """Send ``data`` on a long-lived stream under the slow-consumer policy: a connection
         whose queue would pass ``limits.output_cap`` is closed (its client reconnects and
         resumes from history), so the queue holds at most the cap (or what is left of one
         larger message). The common case, nothing queued, is one ``send``. Returns False when
         the connection is (now) closed."""
-        if conn.state is not OPEN or conn.close_after:
-            return False
-        if conn.out:
-            if conn.out_bytes + len(data) > self.limits.output_cap:
-                log.info("closing slow consumer %s (%d bytes queued)", conn.addr, conn.out_bytes)
-                self.close(conn)
-                return False
-            conn.out.append(data)
-            conn.out_bytes += len(data)
-            return True
+        if conn.out or conn.state is not OPEN or conn.close_after:
+            return self._push_queued(conn, data)
         try:
             sent = conn.sock.send(data)
         except BlockingIOError:
@@ -685,6 +670,38 @@ class Loop:
             conn.out.append(rest)
             conn.out_bytes += len(rest)
             self._update_interest(conn)
+        return True
+
+    def push_each(self, conns, data: bytes) -> None:
+        """:meth:`push` the same ``data`` to every connection of ``conns``, in one loop: the
+        fan-out of one message (one ``send`` per idle connection)."""
+        size = len(data)
+        for conn in conns:
+            if conn.out or conn.state is not OPEN or conn.close_after:
+                self._push_queued(conn, data)
+                continue
+            try:
+                sent = conn.sock.send(data)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                self.close(conn)
+                continue
+            if sent != size:
+                rest = memoryview(data)[sent:]
+                conn.out.append(rest)
+                conn.out_bytes += len(rest)
+                self._update_interest(conn)
+
+    def _push_queued(self, conn: Connection, data) -> bool:
+        if conn.state is not OPEN or conn.close_after:
+            return False
+        if conn.out_bytes + len(data) > self.limits.output_cap:
+            log.info("closing slow consumer %s (%d bytes queued)", conn.addr, conn.out_bytes)
+            self.close(conn)
+            return False
+        conn.out.append(data)
+        conn.out_bytes += len(data)
         return True
 
     def close_when_sent(self, conn: Connection) -> None:

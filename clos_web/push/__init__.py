@@ -6,12 +6,16 @@
 """
 
 from .channels import (
-    Channel, Channels, Event, EventStream, LongPoll, Message, Subscription, channel, channels,
-    encode_event, end_stream, publish, request_last_id, subscribe, unsubscribe,
+    END, HEARTBEAT, Batch, Channel, Channels, End, Event, EventStream, Heartbeat, LongPoll,
+    Message, PollBatch, PollWaiter, RawSSEBatch, RawSubscription, SSEBatch, Subscription,
+    channel, channels, encode_event, end_stream, publish, request_last_id, subscribe,
+    unsubscribe,
 )
 
 __all__ = [
     "Channels", "Channel", "Event", "Message", "EventStream", "LongPoll", "Subscription",
+    "RawSubscription", "PollWaiter", "Batch", "SSEBatch", "RawSSEBatch", "PollBatch",
+    "Heartbeat", "HEARTBEAT", "End", "END",
     "channels", "channel", "publish", "subscribe", "unsubscribe", "encode_event", "end_stream",
     "request_last_id",
 ]

@@ -166,17 +166,67 @@ def encode_event_object(message: object):
 # Channels and their registry
 
 
+class Batch(list):
+    """The fan-out's unit: subscribers of one transport on one loop, for one ``write`` call
+    (``write(event, batch)``: the event is encoded once, and the transport's method sends the
+    same bytes to each). A transport's subscription class names its batch class
+    (``Subscription.batch``); a batch holds the connections (or, for long-polls, the waiters)."""
+
+    __slots__ = ()
+
+    @classmethod
+    def of(cls, members: dict) -> "Batch":
+        """A batch of ``members`` (``{connection: subscription}``): the connections."""
+        return cls(members)
+
+
+class SSEBatch(Batch):
+    """Connections with an SSE stream over HTTP/1.1 (each event one chunk)."""
+
+    __slots__ = ()
+
+
+class RawSSEBatch(Batch):
+    """Connections with an SSE stream over HTTP/1.0 (close-delimited, no chunks)."""
+
+    __slots__ = ()
+
+
+class PollBatch(Batch):
+    """Long-polls waiting for their next event (the waiters themselves)."""
+
+    __slots__ = ()
+
+    @classmethod
+    def of(cls, members: dict) -> "PollBatch":
+        return cls(members.values())
+
+
 @attrs.define(slots=True, eq=False)
 class _Subs:
-    """One channel's subscribers on one server: streams (a :class:`Subscription` of any
-    transport) and waiting long-polls. A published event is written to each with ``write``."""
+    """One channel's subscribers on one server, by transport: ``{batch class: {connection:
+    subscription}}`` (streams of each transport, waiting long-polls). A published event is
+    written to each transport's batch with one ``write``."""
 
-    streams: dict = attrs.field(factory=dict)   # Subscription -> None, in joining order
-    waiters: dict = attrs.field(factory=dict)   # Connection -> PollWaiter (long-poll)
+    batches: dict = attrs.field(factory=dict)
     last: float = 0.0                           # last time anything was sent (heartbeats)
 
     def __bool__(self) -> bool:
-        return bool(self.streams or self.waiters)
+        return any(self.batches.values())
+
+    def __len__(self) -> int:
+        return sum(len(members) for members in self.batches.values())
+
+    def add(self, sub) -> None:
+        members = self.batches.get(sub.batch)
+        if members is None:
+            members = self.batches[sub.batch] = {}
+        members[sub.conn] = sub
+
+    def streams(self) -> list:
+        """The connections with a stream (not the waiting polls)."""
+        return [conn for kind, members in self.batches.items() if kind is not PollBatch
+                for conn in members]
 
 
 @attrs.define(slots=True, eq=False, repr=False)
@@ -315,7 +365,7 @@ class Channels:
         with self._lock:
             chans = self._channels.values() if name is None else filter(
                 None, [self._channels.get(name)])
-            return sum(len(s.streams) + len(s.waiters)
+            return sum(len(s)
                        for ch in chans for s in ch.subs.values())
 
     def events(self, name: str, after: str | None = None) -> list:
@@ -551,8 +601,8 @@ class Channels:
                 for server, subs in ch.subs.items():
                     subs.last = server.now
                     local = self._locals[server]
-                    local.outbox.append((ev, list(subs.streams),
-                                         list(subs.waiters.values()) if subs.waiters else ()))
+                    local.outbox.append((ev, [kind.of(members) for kind, members
+                                              in subs.batches.items() if members]))
                     if not local.scheduled:
                         local.scheduled = True
                         if server._ident == ident:
@@ -579,11 +629,12 @@ class Channels:
                     return
                 batch = list(outbox)
                 outbox.clear()
-            for ev, streams, waiters in batch:
-                if streams:
-                    write_each(ev, streams)
-                if waiters:
-                    write_each(ev, waiters)
+            for ev, batches in batch:
+                for subscribers in batches:
+                    try:
+                        write(ev, subscribers)
+                    except Exception:
+                        log.exception("writing %r to %s failed", ev, type(subscribers).__name__)
 
     # -- joining and leaving -----------------------------------------------------------------
 
@@ -598,19 +649,19 @@ class Channels:
             resets, events = self._catch_up(sub.names, last_id, now, budget)
             reset_events = [self._reset_event(name, not events) for name in resets]
             for ch in chans:
-                self._subs(ch, server).streams[sub] = None
+                self._subs(ch, server).add(sub)
         return reset_events + events
 
     def _add(self, sub: "Subscription", name: str) -> None:
         with self._lock:
             if name in sub.names:
                 return
-            self._subs(self._get(name), sub.conn.server).streams[sub] = None
+            self._subs(self._get(name), sub.conn.server).add(sub)
             sub.names.append(name)
 
-    def _remove(self, key, names, server) -> None:
-        """Remove ``key`` (a stream's :class:`Subscription`, or a waiting poll's connection)
-        from the subscribers of ``names`` on ``server``."""
+    def _remove(self, conn, names, server) -> None:
+        """Remove ``conn`` (its stream or its waiting poll) from the subscribers of ``names``
+        on ``server``."""
         with self._lock:
             for name in names:
                 ch = self._channels.get(name)
@@ -619,8 +670,8 @@ class Channels:
                 subs = ch.subs.get(server)
                 if subs is None:
                     continue
-                subs.streams.pop(key, None)
-                subs.waiters.pop(key, None)
+                for members in subs.batches.values():
+                    members.pop(conn, None)
                 if not subs:
                     del ch.subs[server]
                     if not ch.subs and ch.history and self._channels.get(name) is ch:
@@ -639,12 +690,16 @@ class Channels:
                 if ch.history and ch.history[0].time < mono - self.max_age:
                     self._prune(ch, mono)
                 subs = ch.subs.get(server)
-                if subs is not None and subs.last <= idle and subs.streams:
+                if subs is not None and subs.last <= idle and subs:
                     subs.last = now
-                    beat.append(list(subs.streams))
+                    beat += [kind.of(members) for kind, members in subs.batches.items()
+                             if members]
                 self._maybe_drop(ch)
-        for streams in beat:
-            write_each(HEARTBEAT, streams)
+        for subscribers in beat:
+            try:
+                write(HEARTBEAT, subscribers)
+            except Exception:
+                log.exception("heartbeat to %s failed", type(subscribers).__name__)
 
     # -- ending streams ----------------------------------------------------------------------
 
@@ -660,31 +715,10 @@ class Channels:
                 None, [self._channels.get(name)])
             for ch in chans:
                 for server, subs in ch.subs.items():
-                    per_server.setdefault(server, {}).update(
-                        dict.fromkeys(sub.conn for sub in subs.streams))
+                    per_server.setdefault(server, {}).update(dict.fromkeys(subs.streams()))
         for server, conns in per_server.items():
             _on_loop(server, _end_all, list(conns))
         return sum(len(c) for c in per_server.values())
-
-
-def write_each(obj, subscribers) -> None:
-    """``write(obj, sub)`` for every subscriber in ``subscribers`` (loop thread): the fan-out.
-
-    The effective method of ``write`` is looked up once per run of subscribers of the same
-    class (``write.resolve``: the generic's own cached dispatch, with every before, after and
-    around method a user added) and called for each, so a published event costs one call per
-    subscriber on top of its ``send``. One subscriber's failure never stops the others.
-    """
-    cls = method = None
-    resolve = write.resolve
-    for sub in subscribers:
-        if sub.__class__ is not cls:
-            cls = sub.__class__
-            method = resolve(obj, sub)
-        try:
-            method(obj, sub)
-        except Exception:
-            log.exception("writing %s to %r failed", type(obj).__name__, sub)
 
 
 @attrs.define(slots=True, frozen=True)
@@ -724,7 +758,7 @@ def end_stream(conn: Connection) -> None:
     if isinstance(sub, Subscription):
         http.stream = None
         names, sub.names = sub.names, []
-        sub.registry._remove(sub, names, conn.server)
+        sub.registry._remove(conn, names, conn.server)
         write(END, sub)
     if not conn.closed:
         conn.server.close_when_sent(conn)
@@ -817,7 +851,7 @@ def unsubscribe_str(channel: str, conn: Connection):
     sub = _subscription(conn)
     if channel in sub.names:
         sub.names.remove(channel)
-        sub.registry._remove(sub, [channel], conn.server)
+        sub.registry._remove(conn, [channel], conn.server)
 
 
 @unsubscribe.dispatch
@@ -829,7 +863,7 @@ def unsubscribe_channel(channel: Channel, conn: Connection):
 def unsubscribe_none(channel: None, conn: Connection):
     sub = _subscription(conn)
     names, sub.names = sub.names, []
-    sub.registry._remove(sub, names, conn.server)
+    sub.registry._remove(conn, names, conn.server)
 
 
 def _subscription(conn: Connection) -> "Subscription":
@@ -906,6 +940,7 @@ class Subscription:
     registry: Channels
     conn: Connection
     names: list
+    batch = SSEBatch  # what a fan-out writes to: many of these at once
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.names[:5]!r}{'...' if len(self.names) > 5 else ''}>"
@@ -916,10 +951,33 @@ class RawSubscription(Subscription):
     """SSE over HTTP/1.0: the events as they are, the stream ending when the connection
     closes (no chunks)."""
 
+    batch = RawSSEBatch
 
 @write.dispatch
 def write_event_sse(event: Event, sub: Subscription):
-    sub.conn.server.push(sub.conn, event.chunk)
+    conn = sub.conn
+    conn.server.push(conn, event.chunk)
+
+
+@write.dispatch
+def write_event_sse_batch(event: Event, batch: SSEBatch):
+    # the fan-out: the same chunk to every connection, in the transport's one loop
+    batch[0].server.push_each(batch, event.chunk)
+
+
+@write.dispatch
+def write_event_sse_raw_batch(event: Event, batch: RawSSEBatch):
+    batch[0].server.push_each(batch, event.raw)
+
+
+@write.dispatch
+def write_heartbeat_sse_batch(beat: Heartbeat, batch: SSEBatch):
+    batch[0].server.push_each(batch, _HEARTBEAT_CHUNK)
+
+
+@write.dispatch
+def write_heartbeat_sse_raw_batch(beat: Heartbeat, batch: RawSSEBatch):
+    batch[0].server.push_each(batch, _HEARTBEAT)
 
 
 @write.dispatch
@@ -1027,7 +1085,7 @@ def _budget(server, conn: Connection | None = None) -> int:
 @close_stream.dispatch
 def close_stream_subscription(stream: Subscription, conn: Connection):
     names, stream.names = stream.names, []
-    stream.registry._remove(stream, names, conn.server)
+    stream.registry._remove(conn, names, conn.server)
 
 
 @attrs.define(slots=True, eq=False, repr=False)
@@ -1042,6 +1100,7 @@ class PollWaiter:
     last_id: str
     headers: tuple = ()
     done: bool = False
+    batch = PollBatch
 
     def __repr__(self) -> str:
         return f"<PollWaiter {self.names[:5]!r} done={self.done}>"
@@ -1074,6 +1133,17 @@ def write_event_poll(event: Event, waiter: PollWaiter):
         with registry._lock:
             part = registry._reset_event(event.channel, True, at=event).json()
     waiter.wake([part], event.id)
+
+
+@write.dispatch
+def write_event_polls(event: Event, batch: PollBatch):
+    for waiter in batch:  # each poll is answered on its own (a response each)
+        write(event, waiter)
+
+
+@write.dispatch
+def write_heartbeat_polls(beat: Heartbeat, batch: PollBatch):
+    return None  # a waiting poll needs no heartbeat: it is answered within its timeout
 
 
 _last_json = [None, b""]  # [event, its JSON]: encoded once for all the polls it answers
@@ -1122,7 +1192,7 @@ def write_long_poll(obj: LongPoll, conn: Connection):
             position = last_id if registry._parse_id(last_id) is not None else registry.last_id
             waiter = PollWaiter(registry, conn, request, names, position, obj.headers)
             for ch in registry._get_all(names):  # all or none (503)
-                registry._subs(ch, server).waiters[conn] = waiter
+                registry._subs(ch, server).add(waiter)
     if resets:
         parts = [e.json() for e in reset_events]
         send_response(_poll_response(parts, reset_events[-1].id, obj.headers), conn)
@@ -1193,7 +1263,8 @@ def channel(registry: Channels | None = None, *, poll: bool = False, timeout: fl
 
 __all__ = [
     "Channels", "Channel", "Event", "Message", "EventStream", "LongPoll", "Subscription",
-    "RawSubscription", "PollWaiter", "Heartbeat", "HEARTBEAT", "End", "END", "write_each",
+    "RawSubscription", "PollWaiter", "Heartbeat", "HEARTBEAT", "End", "END", "Batch", "SSEBatch",
+    "RawSSEBatch", "PollBatch",
     "channels", "channel", "publish", "subscribe", "unsubscribe", "encode_event", "end_stream",
     "request_last_id",
 ]

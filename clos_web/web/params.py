@@ -934,35 +934,51 @@ def compile_handler(fn: Callable, route) -> Callable:
     binders = tuple(binders)
     query_kinds = tuple((name, getattr(bind, "query_kind", None)) for name, bind in binders)
     if all(kind is not None for _, kind in query_kinds) and not route.var_names:
-        return _compile_query_only(route, query_kinds, _compile_general(route, binders))
+        keyword_only = any(p.kind is p.KEYWORD_ONLY for p in sig.parameters.values())
+        return _compile_query_only(route, query_kinds, _compile_general(route, binders),
+                                   keyword_only)
     return _compile_general(route, binders)
 
 
-def _compile_query_only(route, query_kinds: tuple, general: Callable) -> Callable:
+def _compile_query_only(route, query_kinds: tuple, general: Callable,
+                        keyword_only: bool = False) -> Callable:
     """The fast path for handlers whose parameters all come from a plain query string
     (``/add?a=1&b=2``): one regex matches ``name=value&...`` in the handler's parameter order,
-    and each value goes through ``parse_param`` (the generic function, whose cached dispatch
-    makes this a dict lookup per value) with the parameters bound before it. A query the regex
-    does not match (another order, repeats, escapes) or a request with a body goes the general
-    way (``general``), with the same results."""
+    and each value goes through ``parse_param`` with the parameters bound before it. A query
+    the regex does not match (another order, repeats, escapes) or a request with a body goes
+    the general way (``general``), with the same results.
+
+    Every value here is a ``str``, so the effective method of ``parse_param`` for each
+    parameter (what the generic's cache would find: its primary and any before, after or
+    around methods) is looked up once with ``parse_param.resolve`` and kept until the generic's
+    method table changes (``parse_param.generation``): dispatch hoisted out of the loop,
+    never skipped."""
     names = tuple(name for name, _ in query_kinds)
     kinds = tuple(kind for _, kind in query_kinds)
     # Linear: a value's class excludes '&', which starts the next part, so the query splits
     # one way; the quantifiers are possessive, so a failed match never backtracks into one.
     fullmatch = re.compile("&".join(f"{re.escape(name)}=([^&%+]*+)" for name in names)).fullmatch
-    pairs = tuple(zip(names, kinds))
+    plan = [-1, ()]  # [parse_param's generation, ((name, kind, effective method), ...)]
+    # the values go in by position, in the signature's order, unless one is keyword-only
+    positional = not keyword_only
 
     def invoke(request, conn, values):
         match = fullmatch(request.query)
         if match is None or request.body:
             return general(request, conn, values)
+        if plan[0] != parse_param.generation:
+            plan[0] = parse_param.generation
+            plan[1] = tuple((name, kind, parse_param.resolve(kind, "", {}))
+                            for name, kind in zip(names, kinds))
         bound = {}
         name = None
         try:
-            for (name, kind), raw in zip(pairs, match.groups()):
-                bound[name] = parse_param(kind, raw, bound)
+            for (name, kind, method), raw in zip(plan[1], match.groups()):
+                bound[name] = method(kind, raw, bound)
         except ValueError as exc:
             raise ParamError(name, str(exc)) from None
+        if positional:
+            return route.handler(*bound.values())
         return route.handler(**bound)
 
     invoke.general = general  # for tests and the curious: the path it defers to

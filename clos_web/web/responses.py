@@ -237,8 +237,11 @@ def write_plain_text(obj: PlainText, conn: Connection):
         _text_head[:] = date, response_head(200, _TEXT_TYPE)[:-2] + b"Content-Length: "
     http = conn.protocol
     end = http.end_of_head(200)
-    conn.server.enqueue(conn, b"%s%d\r\n%s%s" % (_text_head[1], len(body), end,
-                                                   b"" if http.head_only else body))
+    request = http.request
+    length = len(body)
+    if request is not None and request.method == "HEAD":
+        body = b""  # the length, not the body
+    conn.server.enqueue(conn, b"%s%d\r\n%s%s" % (_text_head[1], length, end, body))
 
 
 @as_response.dispatch
