@@ -28,7 +28,8 @@ import attrs
 
 from .errors import HTTPError, RequestTimeout
 from .head import (
-    Response, _has_body, connection_field, encode_response, head_end, response_head,
+    _SERVER, Response, _has_body, _wire, connection_field, date_line, head_end, response_head,
+    status_line,
 )
 from .parser import Buffer, Limits, Request, parse
 
@@ -207,17 +208,21 @@ class HTTPConnection:
         if self.state is State.STREAM:
             raise StreamingError("the answer on this connection is a stream: write an Event "
                                  "to it (or publish on its channel), not a response")
-        request = self.request
-        if request is None:
-            data = encode_response(response, False, self.keep_alive, False)
-        else:
-            data = encode_response(response, request.method == "HEAD", self.keep_alive,
-                                   request.version == "HTTP/1.0")
-        self.status = response.status
+        wire = response._wire
+        if wire is None:
+            wire = _wire(response)
+        status = self.status = response.status
         self.response_started = True
         if response._closes:
             self.keep_alive = False
-        return data
+        request = self.request
+        http10 = request is not None and request.version == "HTTP/1.0"
+        # the head writer's assembly (encode_response's), inlined: every Response's hot path
+        head = b"".join((status_line(status), date_line(), _SERVER, wire,
+                         head_end(self.keep_alive, http10)))
+        if (request is not None and request.method == "HEAD") or not _has_body(status):
+            return head
+        return head + response.body
 
     def response_done(self, now: float) -> None:
         """The answer to the current request is written: go on to the next, or close."""

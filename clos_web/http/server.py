@@ -131,7 +131,7 @@ class Server(Loop):
             return
         answer(conn, request, result)
         answered(conn, request)
-        process(conn, http)
+        process(http, conn)
 
 
 @connection_made.dispatch
@@ -163,25 +163,10 @@ _TOO_MANY_FIELDS = header_block([("Content-Type", "text/plain; charset=utf-8"),
 # HTTPConnection's methods for the loop's protocol
 
 
-@data_received.dispatch
-def data_received_http(protocol: HTTPConnection, conn: object):
-    state = protocol.state
-    if state is STREAM or state is CLOSING:
-        conn.buf.data.clear()  # a stream's client has nothing more to say: what it says is dropped
-        return
-    if state is BUSY:
-        # a pipelining client while the answer is in progress: keep a bounded amount
-        limits = protocol.limits
-        if len(conn.buf.data) > limits.max_request_line + limits.max_header_bytes:
-            conn.server.pause_reading(conn)
-        return
-    process(conn, protocol)
-
-
 @output_drained.dispatch
 def output_drained_http(protocol: HTTPConnection, conn: Connection):
     if protocol.wants_input and conn.buf.data:
-        process(conn, protocol)
+        process(protocol, conn)
 
 
 @deadline_passed.dispatch
@@ -229,8 +214,20 @@ def shutdown_http(protocol: HTTPConnection, conn: Connection):
 # The request loop
 
 
-def process(conn: Connection, http: HTTPConnection) -> None:
-    """Parse and answer buffered requests until one is incomplete or an answer is pending."""
+@data_received.dispatch
+def process(http: HTTPConnection, conn: object):
+    """The request loop: parse and answer buffered requests, in order, until one is
+    incomplete or an answer is pending. (A stream's or a closing connection's input is
+    dropped; a pipelining client's input is bounded while an answer is in progress.)"""
+    state = http.state
+    if state is STREAM or state is CLOSING:
+        conn.buf.data.clear()  # a stream's client has nothing more to say: what it says is dropped
+        return
+    if state is BUSY:
+        limits = http.limits
+        if len(conn.buf.data) > limits.max_request_line + limits.max_header_bytes:
+            conn.server.pause_reading(conn)
+        return
     server = conn.server
     limits = http.limits
     buf = http.buf

@@ -756,7 +756,8 @@ class Loop:
         if conn.close_after and not out:
             self._linger(conn)
             return
-        self._update_interest(conn)
+        if out or conn.events != EVENT_READ or conn.reading is not Reading.NORMAL:
+            self._update_interest(conn)  # (all sent and reading as usual: nothing to change)
         if was_over and conn.out_bytes <= self.limits.output_cap and conn.state is OPEN:
             # the protocol held input back while the client did not read: go on
             self.call_soon_threadsafe(_drained, conn)
