@@ -277,6 +277,14 @@ def _query_app():
     def dependent(table: Table, card: CardOnTable):
         return ["dep", table.name, card]
 
+    @app.get("/one")
+    def one(e: Even):
+        return ["one", e]
+
+    @app.get("/two")
+    def two(a: int, b: int):
+        return ["two", a, b]
+
     return app
 
 
@@ -294,7 +302,8 @@ _QUERY_PARTS = st.sampled_from(["a", "b", "k", "x", "=", "&", "%20", "%3D", "+",
 _VALUES = st.sampled_from(["", "0", "1", "-2", "+3", "09", "1.5", "1e3", "nan", "on", "no",
                            "spades", "green", "2", "9", "x=y", "é", " ", "%41", "+", "12abc",
                            "9" * 101, "-", "٣"])
-_NAMES = {"/is": ["a", "b", "k"], "/mixed": ["x", "y", "e", "s", "n"], "/dep": ["table", "card"]}
+_NAMES = {"/is": ["a", "b", "k"], "/mixed": ["x", "y", "e", "s", "n"], "/dep": ["table", "card"],
+          "/one": ["e"], "/two": ["a", "b"]}
 
 
 @st.composite

@@ -962,14 +962,46 @@ def _compile_query_only(route, query_kinds: tuple, general: Callable,
     # the values go in by position, in the signature's order, unless one is keyword-only
     positional = not keyword_only
 
+    def refresh():
+        plan[0] = parse_param.generation
+        plan[1] = tuple((name, kind, parse_param.resolve(kind, "", {}))
+                        for name, kind in zip(names, kinds))
+
+    if positional and len(names) <= 2:
+        # one or two parameters (the common handler): the same steps without the loop
+        handler = route.handler
+        n0, k0 = names[0], kinds[0]
+        n1, k1 = (names[1], kinds[1]) if len(names) == 2 else (None, None)
+
+        def invoke(request, conn, values):
+            match = fullmatch(request.query)
+            if match is None or request.body:
+                return general(request, conn, values)
+            if plan[0] != parse_param.generation:
+                refresh()
+            methods = plan[1]
+            bound = {}
+            try:
+                v0 = bound[n0] = methods[0][2](k0, match.group(1), bound)
+            except ValueError as exc:
+                raise ParamError(n0, str(exc)) from None
+            if n1 is None:
+                return handler(v0)
+            try:
+                v1 = methods[1][2](k1, match.group(2), bound)
+            except ValueError as exc:
+                raise ParamError(n1, str(exc)) from None
+            return handler(v0, v1)
+
+        invoke.general = general
+        return invoke
+
     def invoke(request, conn, values):
         match = fullmatch(request.query)
         if match is None or request.body:
             return general(request, conn, values)
         if plan[0] != parse_param.generation:
-            plan[0] = parse_param.generation
-            plan[1] = tuple((name, kind, parse_param.resolve(kind, "", {}))
-                            for name, kind in zip(names, kinds))
+            refresh()
         bound = {}
         name = None
         try:
