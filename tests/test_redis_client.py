@@ -599,3 +599,15 @@ def test_cluster_helper_comes_up():
         for node in nodes:
             info = node.command("CLUSTER", "INFO")
             assert b"cluster_state:ok" in info and b"cluster_known_nodes:3" in info
+
+
+def test_a_host_name_is_resolved_off_the_loop_thread(web, redis, clients):
+    client, _ = start_client(web, f"redis://localhost:{redis.port}/0", clients)
+    assert client.submit("PING").result(WAIT) == b"PONG"
+
+
+def test_loop_thread_methods_refuse_other_threads(web, redis, clients):
+    client, _ = start_client(web, redis.url, clients)
+    with pytest.raises(RuntimeError, match="loop thread"):
+        client.call(print, "PING")
+    assert on_loop(web, client.call, lambda reply: None, "PING") is True

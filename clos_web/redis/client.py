@@ -16,6 +16,7 @@ replies come back, and replies are matched to callbacks in order::
     client.eval(print, "return redis.call('GET', KEYS[1])", ["hits"], [])
     # from any other thread (a worker, the REPL, a test):
     client.submit("GET", "hits").result(timeout=1)   # b'1'
+    client.submit_eval("return 1").result(timeout=1) # 1
 
 A callback gets the reply (``bytes``, ``int``, ``None``, a ``list``) or an exception instance:
 :class:`~clos_web.redis.resp.ReplyError` (Redis said no), :class:`RedisUnavailable` (not
@@ -24,7 +25,9 @@ connected, the connection broke before the reply, or the backlog is full) or
 a stalled Redis fails its callers within their deadlines instead of queueing more behind it).
 While disconnected a call fails at once; the client reconnects by itself with exponential
 backoff and jitter (``backoff=(first, most)`` seconds) until :meth:`~RedisClient.close`, sends
-AUTH and SELECT from the URL and a PING, and then calls ``on_connect()``.
+AUTH and SELECT from the URL and a PING, and then calls ``on_connect()``. Memory is bounded:
+``max_pending`` replies awaited, ``output_cap`` bytes queued (past them a call fails at once,
+"backlog full"), ``max_reply`` bytes for one reply (a bigger one resets the connection).
 
 :class:`RedisPubSub` is one subscriber connection: ``subscribe``/``unsubscribe`` channels,
 ``on_message(channel, data)`` for each message. After a reconnect it subscribes again to every
@@ -60,7 +63,9 @@ import attrs
 
 from ..clos import generic
 from ..loop.server import EVENT_READ, EVENT_WRITE, process_ready
-from .resp import DEFAULT_MAX_REPLY, NOT_READY, ProtocolError, RedisError, ReplyError, Reader, encode_command
+from .resp import (
+    DEFAULT_MAX_REPLY, NOT_READY, ProtocolError, RedisError, Reader, ReplyError, encode_command,
+)
 
 __all__ = [
     "RedisClient", "RedisPubSub", "RedisConnection", "RedisAddress", "RedisUnavailable",
@@ -294,8 +299,12 @@ class _Endpoint:
             return RedisUnavailable(f"redis at {self.address.hostport}: the client is closed")
         return RedisUnavailable(f"redis at {self.address.hostport} is unreachable: {self._why}")
 
-    def _on_loop_thread(self) -> bool:
-        return self._loop_ident == threading.get_ident()
+    def _check_thread(self) -> None:
+        ident = self._loop_ident
+        if ident is not None and ident != threading.get_ident():
+            raise RuntimeError(f"{type(self).__name__}: call this on the loop thread "
+                               f"(from another thread: submit, or "
+                               f"server.call_soon_threadsafe)")
 
     # -- connecting ----------------------------------------------------------------------------
 
@@ -316,9 +325,8 @@ class _Endpoint:
 
     def _resolve(self) -> None:
         try:
-            family, _, _, _, sockaddr = socket.getaddrinfo(
-                self.address.host, self.address.port, type=socket.SOCK_STREAM)[0]
-            result = (family, sockaddr)
+            result = [(family, sockaddr) for family, _, _, _, sockaddr in socket.getaddrinfo(
+                self.address.host, self.address.port, type=socket.SOCK_STREAM)]
         except OSError as exc:
             result = exc
         self.server.call_soon_threadsafe(self._resolved, result)
@@ -326,11 +334,11 @@ class _Endpoint:
     def _resolved(self, result) -> None:
         if self._closed or self._conn is not None:
             return
-        if isinstance(result, OSError):
+        if isinstance(result, OSError) or not result:
             self._why = f"cannot resolve {self.address.host} ({result})"
             self._reconnect_later()
-        else:
-            self._open(*result)
+        else:  # each attempt tries the next address (localhost: ::1, then 127.0.0.1)
+            self._open(*result[self._attempt % len(result)])
 
     def _open(self, family: int, sockaddr) -> None:
         sock = socket.socket(family, socket.SOCK_STREAM)
@@ -546,6 +554,7 @@ class RedisClient(_Endpoint):
         docstring). ``timeout`` seconds (``None``: none) bound the wait for the reply.
         Returns False when the call failed at once (not connected, backlog full): the
         callback still gets the :class:`RedisUnavailable`, on the next loop turn."""
+        self._check_thread()
         return self._call(callback, encode_command(*args), timeout)
 
     def _call(self, callback: Callable, data: bytes, timeout: float | None) -> bool:
@@ -612,6 +621,7 @@ class RedisClient(_Endpoint):
         EVALSHA. Safe with pipelining: each call that meets NOSCRIPT falls back on its own;
         a script never runs twice, since NOSCRIPT means it did not run. (A fallback EVAL
         runs after the commands pipelined behind its EVALSHA.)"""
+        self._check_thread()
         return self._eval(callback, script, list(keys), list(args), timeout)
 
     def submit_eval(self, script: str | bytes, keys=(), args=(), *,
@@ -736,6 +746,7 @@ class RedisPubSub(_Endpoint):
     def subscribe(self, *channels) -> None:
         """Subscribe to ``channels`` (str or bytes; loop thread only). While disconnected
         they are remembered and subscribed on connect."""
+        self._check_thread()
         new = [c for c in dict.fromkeys(map(_channel, channels)) if c not in self.channels]
         self.channels.update(new)
         conn = self._conn
@@ -745,6 +756,7 @@ class RedisPubSub(_Endpoint):
     def unsubscribe(self, *channels) -> None:
         """Unsubscribe from ``channels`` (all without arguments; loop thread only): no message
         of theirs is delivered after this, even one already on its way."""
+        self._check_thread()
         names = list(map(_channel, channels)) if channels else list(self.channels)
         gone = [c for c in dict.fromkeys(names) if c in self.channels]
         self.channels.difference_update(gone)
