@@ -11,6 +11,9 @@
     with cluster(3) as nodes:                  # 3 masters, slots spread, 'cluster_state:ok'
         nodes[0].command("CLUSTER", "INFO")
 
+    from redis_server import redis_server      # or the fixture: a fresh server per test
+    def test_something(redis_server): ...
+
 Nothing is saved (``--save '' --appendonly no``), each server works in its own temporary
 directory, and every process started here is stopped when its ``with`` ends, by ``stop()``,
 and at exit whatever happens. Without ``redis-server`` on the PATH, starting one calls
@@ -40,6 +43,8 @@ _LIVE: set = set()  # the servers whose processes are running (stopped at exit)
 def _stop_all() -> None:
     for server in list(_LIVE):
         server.kill()
+        if server.dir is not None:
+            shutil.rmtree(server.dir, ignore_errors=True)
 
 
 atexit.register(_stop_all)
@@ -327,3 +332,10 @@ def cluster(n: int = 3, timeout: float = 30.0):
     finally:
         for node in nodes:
             node.__exit__(None, None, None)
+
+
+@pytest.fixture
+def redis_server():
+    """A fresh :class:`RedisServer` for one test (import this name into a test module)."""
+    with RedisServer() as server:
+        yield server

@@ -23,7 +23,7 @@ from clos_web.redis.resp import (
 )
 
 from conftest import connect, wait_for, Reader as HTTPReader
-from redis_server import RedisServer, cluster
+from redis_server import RedisServer, cluster, redis_server  # noqa: F401 (a fixture)
 
 READERS = [PyReader] + ([HiredisReader] if HAVE_HIREDIS else [])
 needs_hiredis = pytest.mark.skipif(not HAVE_HIREDIS, reason="hiredis is not installed")
@@ -611,3 +611,8 @@ def test_loop_thread_methods_refuse_other_threads(web, redis, clients):
     with pytest.raises(RuntimeError, match="loop thread"):
         client.call(print, "PING")
     assert on_loop(web, client.call, lambda reply: None, "PING") is True
+
+
+def test_the_helpers_fixture_gives_a_fresh_server(redis_server):
+    assert redis_server.command("DBSIZE") == 0
+    assert redis_server.url == f"redis://127.0.0.1:{redis_server.port}/0"
