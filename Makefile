@@ -14,10 +14,13 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
-	@# Debian programs the tests drive: curl (a real client) and chromium (browser tests).
-	@command -v curl >/dev/null && command -v chromium >/dev/null || \
-		{ apt-get update -qq && apt-get install -y -qq --no-install-recommends curl chromium; } \
-		|| echo "could not install curl/chromium: tests that need them will be skipped"
+	@# Debian programs the tests drive: curl (a real client), chromium (browser tests) and
+	@# redis-server (with redis-cli: the Redis client and cluster tests).
+	@command -v curl >/dev/null && command -v chromium >/dev/null && \
+		command -v redis-server >/dev/null || \
+		{ apt-get update -qq && apt-get install -y -qq --no-install-recommends curl chromium \
+			redis-server; } \
+		|| echo "could not install curl/chromium/redis-server: tests that need them will be skipped"
 	touch $(STAMP)
 
 test: install
