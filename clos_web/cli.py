@@ -406,7 +406,13 @@ class Supervisor:
 
     def _exited(self, slot: int, pid: int, status: int) -> None:
         code = os.waitstatus_to_exitcode(status)
-        how = f"exit status {code}" if code >= 0 else f"killed by {signal.Signals(-code).name}"
+        if code >= 0:
+            how = f"exit status {code}"
+        else:
+            try:
+                how = f"killed by {signal.Signals(-code).name}"
+            except ValueError:
+                how = f"killed by signal {-code}"
         log.info("worker %d (pid %d) exited: %s", slot, pid, how)
         if self.stopping is not None:
             return

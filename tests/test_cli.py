@@ -258,6 +258,29 @@ def test_hello_main_takes_the_same_flags(spawn, tmp_path, capsys):
     assert not pid_file.exists()
 
 
+def test_hello_main_with_redis_serves_a_fresh_copy_whose_channels_see_the_broker(monkeypatch):
+    from clos_web import cli
+
+    hello = load_example("hello")
+    monkeypatch.delenv("CLOS_WEB_REDIS", raising=False)
+    served = []
+
+    def fake_run(load, args):  # what cli.run does first, then load, no serving
+        cli.use_redis(args.redis)
+        served.append(load())
+        return 0
+
+    monkeypatch.setattr(cli, "run", fake_run)
+    with pytest.raises(SystemExit):
+        hello.main(["--heartbeat", "3"])
+    assert served[-1] is hello.app and hello.channels.heartbeat == 3
+    monkeypatch.setenv("CLOS_WEB_REDIS", "")  # monkeypatch restores the variable afterwards
+    with pytest.raises(SystemExit):
+        hello.main(["--redis", REDIS, "--workers", "2"])
+    assert os.environ["CLOS_WEB_REDIS"] == REDIS
+    assert served[-1] is not hello.app and type(served[-1]) is type(hello.app)
+
+
 # --------------------------------------------------------------------------------------------
 # N workers under a supervisor
 
