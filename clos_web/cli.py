@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import errno
 import importlib
 import importlib.util
@@ -31,6 +32,7 @@ import select
 import signal
 import socket
 import sys
+import threading
 import time
 import traceback
 from typing import Any, Callable
@@ -210,10 +212,9 @@ def run(load: Callable[[], Any], args: argparse.Namespace) -> int:
         except Exception:
             sys.stderr.write(f"clos_web: the app failed to load:\n{traceback.format_exc()}")
             return EXIT_FAILED
-        with _PidFile(args.pid_file):
-            if args.workers == 1:
-                return _serve_here(app, args)
-            return Supervisor(app, args.host, args.port, args.workers).run()
+        if args.workers == 1:
+            return _serve_here(app, args)
+        return Supervisor(app, args.host, args.port, args.workers, args.pid_file).run()
     except CLIError as e:
         print(f"clos_web: {e}", file=sys.stderr, flush=True)
         return e.code
@@ -231,8 +232,10 @@ def _serve_here(app, args) -> int:
         server.bind()
     except OSError as e:
         raise _listen_error(args.host, args.port, e) from None
-    print(f"serving on {server.url}", flush=True)
-    server.serve_forever(stop_on_signals=True)
+    with _PidFile(args.pid_file):
+        print(f"serving on {server.url}", flush=True)
+        server.serve_forever(
+            stop_on_signals=threading.current_thread() is threading.main_thread())
     return 0
 
 
@@ -251,6 +254,8 @@ class _PidFile:
                     f.write(f"{os.getpid()}\n")
                 os.replace(tmp, self.path)
             except OSError as e:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
                 raise CLIError(f"cannot write the pid file {self.path}: {e.strerror}",
                                EXIT_FAILED) from None
         return self
@@ -270,23 +275,30 @@ class _PidFile:
 # The supervisor
 
 
-@attrs.define(eq=False)
+@attrs.define(eq=False, repr=False)
 class Supervisor:
     """Forks ``workers`` processes serving ``app`` on ``host:port`` (``SO_REUSEPORT``) and
-    keeps them running. It binds nothing itself. A worker that dies is restarted after a short
-    backoff; a slot that crashes ``crash_limit`` times within ``crash_window`` seconds makes it
-    give up (stop the others, exit 1). SIGTERM, SIGINT or SIGHUP are forwarded as SIGTERM (the
-    workers stop gracefully, as :func:`~clos_web.serve` does; a second signal closes at once);
-    it waits up to ``stop_timeout`` seconds, kills what is left, and :meth:`run` returns 0.
+    keeps them running; :meth:`run` (main thread only) returns the exit status. It binds
+    nothing itself, and writes its pid to ``pid_file`` (if given) once the port is free.
+
+    A worker that dies is restarted after a short backoff; a slot that dies ``crash_limit``
+    times within ``crash_window`` seconds makes it give up (stop the others, exit 1). SIGTERM,
+    SIGINT or SIGHUP are forwarded as SIGTERM (the workers stop gracefully, as
+    :func:`~clos_web.serve` does; a second signal closes at once); it waits up to
+    ``stop_timeout`` seconds, kills what is left, and returns 0.
     A worker stops by itself, gracefully, when the supervisor is gone: its loop watches the read
     end of a pipe whose write end only the supervisor holds, and EOF there means the supervisor
     has exited (even by SIGKILL), so no orphan keeps the port.
+
+    >>> Supervisor(app=None, host="127.0.0.1", port=8000, workers=4)
+    <Supervisor 127.0.0.1:8000 workers=0/4>
     """
 
     app: Any
     host: str
     port: int
     workers: int
+    pid_file: str | None = None
     stop_timeout: float = 10.0
     worker_stop_timeout: float = 5.0
     crash_limit: int = 5
@@ -300,9 +312,16 @@ class Supervisor:
     _wake: tuple = ()
     _alive: tuple = ()
 
+    def __repr__(self) -> str:
+        return f"<Supervisor {self.host}:{self.port} workers={len(self.pids)}/{self.workers}>"
+
     def run(self) -> int:
         """Supervise until told to stop (or a crash loop); the exit status."""
         self._probe()
+        with _PidFile(self.pid_file):
+            return self._supervise()
+
+    def _supervise(self) -> int:
         wake_r, wake_w = os.pipe()
         os.set_blocking(wake_r, False)
         os.set_blocking(wake_w, False)
