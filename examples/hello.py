@@ -1,13 +1,14 @@
 """The contract app: /plaintext, /json, POST /echo, and push: GET /sub/CHANNEL (SSE),
 POST /pub/CHANNEL, GET /poll/CHANNEL (long-poll).
 
-Run: .venv/bin/python examples/hello.py --port 8000
+Run: .venv/bin/python examples/hello.py --port 8000 [--workers N --redis URL]
 """
 
 import argparse
-import logging
+import os
+import sys
 
-from clos_web import App, BadRequest, Channels, Response, channel, serve
+from clos_web import App, BadRequest, Channels, Response, channel, cli
 from clos_web import PlainText
 
 
@@ -65,16 +66,23 @@ def pub(request, name: str):
 
 
 def main(argv=None):
+    """Serve this app: ``--port --host --heartbeat`` and the flags of ``python -m clos_web``
+    (``--workers N --redis URL --pid-file PATH --log-level``), which mean the same here."""
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--host", default="127.0.0.1")
+    cli.add_arguments(parser)
     parser.add_argument("--heartbeat", type=float, default=15.0, metavar="SECONDS",
                         help="comment heartbeat interval on idle SSE streams")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO)
-    channels.heartbeat = args.heartbeat
-    print(f"serving on http://{args.host}:{args.port}", flush=True)
-    serve(app, args.port, args.host)
+    # The channels above were made at import, before --redis was read: with a new broker URL,
+    # serve a fresh copy of this file, whose Channels() reads CLOS_WEB_REDIS.
+    fresh = args.redis and os.environ.get(cli.REDIS_ENV) != args.redis
+
+    def load():
+        here = vars(cli.load_module(__file__)) if fresh else globals()
+        here["channels"].heartbeat = args.heartbeat
+        return here["app"]
+
+    sys.exit(cli.run(load, args))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,526 @@
+"""Serving an app from the command line: ``python -m clos_web MODULE:APP``.
+
+One process by default, exactly as :func:`~clos_web.serve`. With ``--workers N`` (N > 1) a
+small supervisor forks N worker processes; each binds the same host:port with ``SO_REUSEPORT``
+and runs its own loop, so the kernel spreads new connections over them. The supervisor binds
+nothing, restarts a worker that dies (and gives up on a crash loop), forwards SIGTERM/SIGINT,
+and its workers stop by themselves when it is gone. Workers share channels only through a broker
+(``--redis URL``, which sets ``CLOS_WEB_REDIS`` before the app is imported)::
+
+    python -m clos_web examples.hello:app --port 8000 --workers 4 --redis redis://127.0.0.1/0
+
+Scripts take the same flags by building on :func:`parser` and :func:`run`, as
+``examples/hello.py`` does:
+
+>>> args = parser().parse_args(["myapp:app", "--workers", "2"])
+>>> (args.app, args.port, args.workers, args.redis)
+('myapp:app', 8000, 2, None)
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import errno
+import importlib
+import importlib.util
+import logging
+import os
+import pathlib
+import select
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+from typing import Any, Callable
+
+import attrs
+
+from clos_web.http.parser import Limits
+from clos_web.http.server import Server
+from clos_web.loop.server import EVENT_READ, Loop, process_ready
+
+log = logging.getLogger("clos_web.cli")
+
+REDIS_ENV = "CLOS_WEB_REDIS"
+"""The environment variable a :class:`~clos_web.Channels` made without a broker reads."""
+
+EXIT_USAGE = 2          # bad command line, MODULE:APP not found, workers without a broker
+EXIT_FAILED = 1         # could not listen, a worker crash loop, the app failed to import
+EXIT_CANNOT_LISTEN = 3  # a worker's exit status: binding failed (the supervisor gives up)
+
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+class CLIError(Exception):
+    """A problem worth one line on stderr and an exit status (``code``), not a traceback."""
+
+    def __init__(self, message: str, code: int = EXIT_USAGE):
+        super().__init__(message)
+        self.code = code
+
+
+# --------------------------------------------------------------------------------------------
+# The command line
+
+
+def _workers(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, not {text!r}")
+    return n
+
+
+def add_arguments(p: argparse.ArgumentParser, port: int = 8000) -> argparse.ArgumentParser:
+    """Add the serving options (``--port --host --workers --redis --pid-file --log-level``)
+    to ``p``; a script adds its own beside them and hands the parsed result to :func:`run`."""
+    p.add_argument("--port", type=int, default=port, help=f"TCP port (default {port})")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--workers", type=_workers, default=1, metavar="N",
+                   help="worker processes sharing the port with SO_REUSEPORT under a "
+                        "supervisor (default 1: no supervisor, serve in this process); N > 1 "
+                        f"needs a broker: --redis or {REDIS_ENV}")
+    p.add_argument("--redis", metavar="URL",
+                   help=f"the channels' broker: sets {REDIS_ENV}=URL before the app is "
+                        "imported (workers inherit it)")
+    p.add_argument("--pid-file", metavar="PATH",
+                   help="write this process's pid there (the supervisor's with --workers), "
+                        "removed on exit")
+    p.add_argument("--log-level", default="info",
+                   choices=["debug", "info", "warning", "error", "critical"],
+                   help="logging level (default info)")
+    return p
+
+
+def parser(description: str | None = None, port: int = 8000) -> argparse.ArgumentParser:
+    """The ``python -m clos_web`` parser: ``MODULE:APP`` and the options of
+    :func:`add_arguments`."""
+    p = argparse.ArgumentParser(
+        prog="python -m clos_web", description=description or __doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("app", metavar="MODULE:APP",
+                   help="the app to serve: MODULE is a module name (the current directory is "
+                        "on sys.path) or a path to a .py file; APP an attribute of it (default "
+                        "'app'), or 'factory()' to call a function that returns the app")
+    return add_arguments(p, port)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m clos_web MODULE:APP [options]``; the exit status."""
+    args = parser().parse_args(argv)
+    return run(lambda: load_app(args.app), args)
+
+
+# --------------------------------------------------------------------------------------------
+# Finding the app
+
+
+def load_app(spec: str) -> Any:
+    """The app named by ``"MODULE:APP"``: MODULE a module name (the current directory first on
+    ``sys.path``) or a ``.py`` file; APP an attribute (dotted is fine), ``app`` when left out, or
+    ``"name()"`` to call a factory. A name that is not there raises :class:`CLIError`; an error
+    inside the module's own code propagates.
+
+    >>> load_app("clos_web:default_app") is __import__("clos_web").default_app
+    True
+    """
+    module_name, _, attr = spec.partition(":")
+    attr = attr or "app"
+    call = attr.endswith("()")
+    if call:
+        attr = attr[:-2]
+    if not module_name or not all(part.isidentifier() for part in attr.split(".")):
+        raise CLIError(f"{spec!r} is not MODULE:APP (for example myapp:app or myapp:make())")
+    module = load_module(module_name)
+    obj = module
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise CLIError(f"module {module_name!r} has no attribute {attr!r}") from None
+    if call:
+        if not callable(obj):
+            raise CLIError(f"{module_name}:{attr} is not callable (drop the '()')")
+        obj = obj()
+    if not callable(getattr(obj, "handle", None)):
+        raise CLIError(f"{spec} is a {type(obj).__name__}, not an app "
+                       "(an App, or anything with handle(request, conn))")
+    return obj
+
+
+def load_module(name: str):
+    """Import the module ``name`` (the current directory first on ``sys.path``), or load a fresh
+    copy of a ``.py`` file when ``name`` is a path. A module that is not there raises
+    :class:`CLIError`; an error inside the module's own code propagates.
+
+    >>> load_module("clos_web.cli").REDIS_ENV
+    'CLOS_WEB_REDIS'
+    """
+    if name.endswith(".py") or os.sep in name:
+        path = pathlib.Path(name)
+        if not path.is_file():
+            raise CLIError(f"no such file: {name}")
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as e:
+        if e.name is not None and (name == e.name or name.startswith(e.name + ".")):
+            raise CLIError(f"cannot import {name!r}: no module named {e.name!r}") from None
+        raise
+
+
+# --------------------------------------------------------------------------------------------
+# Running
+
+
+def use_redis(url: str | None) -> None:
+    """Set ``CLOS_WEB_REDIS=url`` (when given) for channels created from now on, here and in
+    any process started from here."""
+    if url:
+        os.environ[REDIS_ENV] = url
+
+
+def run(load: Callable[[], Any], args: argparse.Namespace) -> int:
+    """Serve the app ``load()`` returns as ``args`` say (see :func:`add_arguments`); the exit
+    status. ``load`` is called once, after ``--redis`` is in the environment and before any
+    worker is forked. Errors worth one line (:class:`CLIError`) are printed to stderr."""
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        use_redis(args.redis)
+        if args.workers > 1 and not os.environ.get(REDIS_ENV):
+            raise CLIError(f"--workers {args.workers} needs a broker (--redis URL or "
+                           f"{REDIS_ENV}): without one each worker has its own channels and "
+                           "a subscriber on one misses what is published on another")
+        if args.workers > 1 and args.port == 0:
+            raise CLIError("--workers needs a fixed --port (each worker binds the same one)")
+        try:
+            app = load()
+        except CLIError:
+            raise
+        except Exception:
+            sys.stderr.write(f"clos_web: the app failed to load:\n{traceback.format_exc()}")
+            return EXIT_FAILED
+        if args.workers == 1:
+            return _serve_here(app, args)
+        return Supervisor(app, args.host, args.port, args.workers, args.pid_file).run()
+    except CLIError as e:
+        print(f"clos_web: {e}", file=sys.stderr, flush=True)
+        return e.code
+
+
+def _listen_error(host: str, port: int, e: OSError) -> CLIError:
+    why = "address in use" if e.errno == errno.EADDRINUSE else (e.strerror or str(e))
+    return CLIError(f"cannot listen on {host}:{port}: {why}", EXIT_FAILED)
+
+
+def _serve_here(app, args) -> int:
+    """One process, as :func:`clos_web.serve` does."""
+    server = Server(app, args.host, args.port, Limits())
+    try:
+        server.bind()
+    except OSError as e:
+        raise _listen_error(args.host, args.port, e) from None
+    with _PidFile(args.pid_file):
+        print(f"serving on {server.url}", flush=True)
+        server.serve_forever(
+            stop_on_signals=threading.current_thread() is threading.main_thread())
+    return 0
+
+
+@attrs.define
+class _PidFile:
+    """Writes this process's pid to ``path`` atomically (a temporary file renamed over it);
+    removes it on leaving, if it still holds our pid."""
+
+    path: str | None
+
+    def __enter__(self):
+        if self.path:
+            tmp = f"{self.path}.{os.getpid()}.tmp"
+            try:
+                with open(tmp, "w") as f:
+                    f.write(f"{os.getpid()}\n")
+                os.replace(tmp, self.path)
+            except OSError as e:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise CLIError(f"cannot write the pid file {self.path}: {e.strerror}",
+                               EXIT_FAILED) from None
+        return self
+
+    def __exit__(self, *exc):
+        if self.path:
+            try:
+                with open(self.path) as f:
+                    mine = f.read().strip() == str(os.getpid())
+                if mine:
+                    os.unlink(self.path)
+            except OSError:
+                pass
+
+
+# --------------------------------------------------------------------------------------------
+# The supervisor
+
+
+@attrs.define(eq=False, repr=False)
+class Supervisor:
+    """Forks ``workers`` processes serving ``app`` on ``host:port`` (``SO_REUSEPORT``) and
+    keeps them running; :meth:`run` (main thread only) returns the exit status. It binds
+    nothing itself, and writes its pid to ``pid_file`` (if given) once the port is free.
+
+    A worker that dies is restarted after a short backoff; a slot that dies ``crash_limit``
+    times within ``crash_window`` seconds makes it give up (stop the others, exit 1). SIGTERM,
+    SIGINT or SIGHUP are forwarded as SIGTERM (the workers stop gracefully, as
+    :func:`~clos_web.serve` does; a second signal closes at once); it waits up to
+    ``stop_timeout`` seconds, kills what is left, and returns 0.
+    A worker stops by itself, gracefully, when the supervisor is gone: its loop watches the read
+    end of a pipe whose write end only the supervisor holds, and EOF there means the supervisor
+    has exited (even by SIGKILL), so no orphan keeps the port.
+
+    >>> Supervisor(app=None, host="127.0.0.1", port=8000, workers=4)
+    <Supervisor 127.0.0.1:8000 workers=0/4>
+    """
+
+    app: Any
+    host: str
+    port: int
+    workers: int
+    pid_file: str | None = None
+    stop_timeout: float = 10.0
+    worker_stop_timeout: float = 5.0
+    crash_limit: int = 5
+    crash_window: float = 10.0
+    pids: dict = attrs.field(factory=dict)        # pid -> slot
+    crashes: dict = attrs.field(factory=dict)     # slot -> deque of crash times
+    respawn: dict = attrs.field(factory=dict)     # slot -> when to start it again
+    stopping: float | None = None                 # the deadline once stopping
+    status: int = 0
+    _signals: list = attrs.field(factory=list)
+    _wake: tuple = ()
+    _alive: tuple = ()
+
+    def __repr__(self) -> str:
+        return f"<Supervisor {self.host}:{self.port} workers={len(self.pids)}/{self.workers}>"
+
+    def run(self) -> int:
+        """Supervise until told to stop (or a crash loop); the exit status."""
+        self._probe()
+        with _PidFile(self.pid_file):
+            return self._supervise()
+
+    def _supervise(self) -> int:
+        wake_r, wake_w = os.pipe()
+        os.set_blocking(wake_r, False)
+        os.set_blocking(wake_w, False)
+        self._wake = (wake_r, wake_w)
+        self._alive = os.pipe()   # workers watch the read end; EOF means we are gone
+        old_wakeup = signal.set_wakeup_fd(wake_w)
+        old = {s: signal.signal(s, self._on_signal) for s in (*_STOP_SIGNALS, signal.SIGCHLD)}
+        print(f"serving on http://{self.host}:{self.port} with {self.workers} workers",
+              flush=True)
+        try:
+            for slot in range(1, self.workers + 1):
+                self._spawn(slot)
+            while self.pids or self.stopping is None:
+                self._reap()
+                self._handle_signals()
+                self._tick()
+                if self.pids or self.stopping is None:
+                    self._sleep()
+        finally:
+            for s, handler in old.items():
+                signal.signal(s, handler)
+            signal.set_wakeup_fd(old_wakeup)
+            for fd in (*self._wake, *self._alive):
+                os.close(fd)
+        return self.status
+
+    def _probe(self) -> None:
+        """Fail early with one line when the port cannot be had (bound, then closed at once)."""
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            try:
+                probe.bind((self.host, self.port))
+            except OSError as e:
+                raise _listen_error(self.host, self.port, e) from None
+
+    def _on_signal(self, signum, frame) -> None:
+        self._signals.append(signum)  # the wakeup fd wakes the loop
+
+    def _handle_signals(self) -> None:
+        while self._signals:
+            signum = self._signals.pop(0)
+            if signum in _STOP_SIGNALS:
+                log.info("%s: stopping %d workers", signal.Signals(signum).name, len(self.pids))
+                self.stop()
+
+    def stop(self, status: int | None = None) -> None:
+        """Forward SIGTERM to every worker (again: they close at once) and stop restarting."""
+        if status is not None:
+            self.status = status
+        if self.stopping is None:
+            self.stopping = time.monotonic() + self.stop_timeout
+        self.respawn.clear()
+        for pid in self.pids:
+            _kill(pid, signal.SIGTERM)
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        if self.stopping is not None:
+            if now >= self.stopping and self.pids:
+                log.warning("workers %s still running after %.0f s: killing them",
+                            sorted(self.pids), self.stop_timeout)
+                for pid in list(self.pids):
+                    _kill(pid, signal.SIGKILL)
+                    os.waitpid(pid, 0)
+                    log.info("worker %d (pid %d) killed", self.pids.pop(pid), pid)
+            return
+        for slot, when in list(self.respawn.items()):
+            if now >= when:
+                del self.respawn[slot]
+                self._spawn(slot)
+
+    def _sleep(self) -> None:
+        now = time.monotonic()
+        wake = [self.stopping] if self.stopping is not None else list(self.respawn.values())
+        timeout = max(0.0, min([1.0, *(w - now for w in wake)]))
+        if self._signals:
+            return
+        try:
+            select.select([self._wake[0]], [], [], timeout)
+        except InterruptedError:
+            pass
+        try:
+            while os.read(self._wake[0], 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _reap(self) -> None:
+        while self.pids:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            slot = self.pids.pop(pid, None)
+            if slot is not None:
+                self._exited(slot, pid, status)
+
+    def _exited(self, slot: int, pid: int, status: int) -> None:
+        code = os.waitstatus_to_exitcode(status)
+        if code >= 0:
+            how = f"exit status {code}"
+        else:
+            try:
+                how = f"killed by {signal.Signals(-code).name}"
+            except ValueError:
+                how = f"killed by signal {-code}"
+        log.info("worker %d (pid %d) exited: %s", slot, pid, how)
+        if self.stopping is not None:
+            return
+        if code == EXIT_CANNOT_LISTEN:
+            log.error("worker %d could not listen: stopping", slot)
+            self.stop(EXIT_FAILED)
+            return
+        now = time.monotonic()
+        times = self.crashes.setdefault(slot, collections.deque())
+        times.append(now)
+        while times and times[0] < now - self.crash_window:
+            times.popleft()
+        if len(times) >= self.crash_limit:
+            log.error("worker %d died %d times within %.0f s: giving up", slot, len(times),
+                      self.crash_window)
+            self.stop(EXIT_FAILED)
+            return
+        self.respawn[slot] = now + min(0.05 * 2 ** (len(times) - 1), 2.0)
+
+    def _spawn(self, slot: int) -> None:
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, (*_STOP_SIGNALS, signal.SIGCHLD))
+        try:
+            pid = os.fork()
+            if pid == 0:
+                os._exit(self._worker(mask))
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        self.pids[pid] = slot
+        log.info("worker %d started (pid %d)", slot, pid)
+
+    def _worker(self, mask) -> int:
+        """The child's side: serve until stopped; the exit status (never returns otherwise)."""
+        status = EXIT_FAILED
+        try:
+            signal.set_wakeup_fd(-1)
+            for s in (*_STOP_SIGNALS, signal.SIGCHLD):
+                signal.signal(s, signal.SIG_DFL)
+            os.setpgid(0, 0)  # Ctrl-C reaches the supervisor only; it forwards one SIGTERM
+            for fd in (*self._wake, self._alive[1]):
+                os.close(fd)
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            status = _serve_worker(self.app, self.host, self.port, self._alive[0],
+                                   self.worker_stop_timeout)
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            try:
+                sys.stdout.flush()
+                sys.stderr.flush()
+            except Exception:
+                pass
+        return status
+
+
+def _serve_worker(app, host: str, port: int, alive_fd: int, stop_timeout: float) -> int:
+    server = Server(app, host, port, Limits(), reuse_port=True)
+    try:
+        server.bind()
+    except OSError as e:
+        print(f"clos_web: {_listen_error(host, port, e)}", file=sys.stderr, flush=True)
+        return EXIT_CANNOT_LISTEN
+    os.set_blocking(alive_fd, False)
+    server.register(alive_fd, _SupervisorPipe(alive_fd, stop_timeout), EVENT_READ)
+    server.serve_forever(stop_on_signals=True, stop_timeout=stop_timeout)
+    return 0
+
+
+@attrs.define
+class _SupervisorPipe:
+    """A worker's end of a pipe only the supervisor writes to: EOF means it is gone."""
+
+    fd: int
+    stop_timeout: float
+
+
+@process_ready.dispatch
+def process_ready_supervisor_pipe(ready: _SupervisorPipe, server: Loop, events):
+    try:
+        if os.read(ready.fd, 4096):
+            return
+    except BlockingIOError:
+        return
+    server.unregister(ready.fd)
+    log.warning("worker pid %d: the supervisor is gone; stopping", os.getpid())
+    server.stop(ready.stop_timeout)
+
+
+def _kill(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
