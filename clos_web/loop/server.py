@@ -155,6 +155,19 @@ class Connection:
         return f"<Connection {self.state.name} protocol={protocol} out={self.out_bytes}>"
 
 
+_current = threading.local()
+
+
+def current_loop():
+    """The :class:`Loop` running on this thread (``None`` on any other thread): for code that
+    must know whether it runs on a loop, and which.
+
+    >>> current_loop() is None
+    True
+    """
+    return getattr(_current, "loop", None)
+
+
 # --------------------------------------------------------------------------------------------
 # Generic functions of the loop protocol
 
@@ -347,6 +360,7 @@ class Loop:
         """
         self.bind()
         self._ident = threading.get_ident()
+        _current.loop = self
         if self.freeze_gc:
             _freeze_gc()
             self.add_sweeper(_GcSweeper(self.gc_full_every))

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import random
 import secrets
 import sys
@@ -43,6 +44,9 @@ from typing import Any
 import attrs
 
 from . import sse
+from .broker import (
+    LOCAL, BrokerUnavailable, Publication, broker_join, broker_leave, broker_publish,
+)
 from ..clos import generic
 from ..http import (
     HTTPError, Request, Response, header_block, json_bytes, parse_params,
@@ -303,6 +307,7 @@ class Channels:
     max_channels: int = 100_000
     history_bytes: int = 1 << 20
     max_bytes: int = 64 << 20
+    broker: Any = None
     _channels: dict = attrs.field(factory=dict)
     _lock: Any = attrs.field(factory=threading.Lock)
     _seq: int = 0
@@ -319,6 +324,28 @@ class Channels:
     def __repr__(self) -> str:
         return (f"<Channels {len(self._channels)} channels, {self._bytes} bytes of history, "
                 f"last {self.last_id}>")
+
+    # -- the broker --------------------------------------------------------------------------
+
+    def backplane(self):
+        """The broker that stores and carries this registry's events: ``broker`` when given;
+        else a :class:`~clos_web.push.redis_broker.RedisBroker` for the URL in the environment
+        variable ``CLOS_WEB_REDIS`` (``python -m clos_web --redis URL`` sets it); else
+        :data:`LOCAL`, this process's memory (the default).
+
+        >>> Channels(broker=LOCAL).backplane()
+        <LocalBroker>
+        """
+        broker = self.broker
+        if broker is None:
+            url = os.environ.get("CLOS_WEB_REDIS")
+            if url:
+                from .redis_broker import RedisBroker
+                broker = RedisBroker(url)
+            else:
+                broker = LOCAL
+            self.broker = broker
+        return broker
 
     # -- ids ---------------------------------------------------------------------------------
 
@@ -421,6 +448,8 @@ class Channels:
 
     def _drop(self, ch: Channel) -> None:
         """Remove ``ch`` (registered, no subscriber) and forget its history."""
+        if self.broker is not None:
+            broker_leave(self.broker, self, ch.name)
         history = ch.history
         if history:
             self._forget(ch, history[-1].seq)
@@ -566,9 +595,13 @@ class Channels:
             message = Message(message, event)
         return publish(self.channel(name), message)
 
-    def _publish(self, name: str, message) -> str:
-        """The work of ``publish``: encode once, keep in history, fan out (any thread)."""
+    def _publish(self, name: str, message):
+        """The work of ``publish``: encode once, then the broker stores and carries it."""
         etype, data = encode_event(message)
+        return broker_publish(self.backplane(), self, name, etype, data)
+
+    def _publish_local(self, name: str, etype: str | None, data: str) -> str:
+        """Publish in this process (the :data:`LOCAL` broker): an id, history, fan-out."""
         body = sse.encode_body(data, etype)
         now = time.monotonic()
         run_now = None
@@ -597,18 +630,7 @@ class Channels:
                     self._evict(ch, history.popleft())
                 self._forget(ch, seq)
             if ch.subs:
-                ident = threading.get_ident()
-                for server, subs in ch.subs.items():
-                    subs.last = server.now
-                    local = self._locals[server]
-                    local.outbox.append((ev, [kind.of(members) for kind, members
-                                              in subs.batches.items() if members]))
-                    if not local.scheduled:
-                        local.scheduled = True
-                        if server._ident == ident:
-                            run_now = (server, local)
-                        else:
-                            server.call_soon_threadsafe(self._drain, server, local)
+                run_now = self._fan_out(ch, ev)
             elif not history:
                 self._maybe_drop(ch)
             elif name in self._idle:
@@ -616,6 +638,37 @@ class Channels:
         if run_now is not None:
             self._drain(*run_now)
         return eid
+
+    def _fan_out(self, ch: Channel, ev: Event):
+        """Queue ``ev`` for every subscriber of ``ch`` on each server (under the lock); return
+        ``(server, local)`` when this thread is that server's loop and must drain it now."""
+        run_now = None
+        ident = threading.get_ident()
+        for server, subs in ch.subs.items():
+            subs.last = server.now
+            local = self._locals[server]
+            local.outbox.append((ev, [kind.of(members) for kind, members
+                                      in subs.batches.items() if members]))
+            if not local.scheduled:
+                local.scheduled = True
+                if server._ident == ident:
+                    run_now = (server, local)
+                else:
+                    server.call_soon_threadsafe(self._drain, server, local)
+        return run_now
+
+    def _deliver(self, ev: Event) -> None:
+        """Hand ``ev``, published elsewhere and carried by the broker, to this process's
+        subscribers of its channel (any thread; events of a channel in order)."""
+        with self._lock:
+            ch = self._channels.get(ev.channel)
+            if ch is None:
+                return
+            ch.last_id = ev.id
+            ch.last_time = ev.time
+            run_now = self._fan_out(ch, ev) if ch.subs else None
+        if run_now is not None:
+            self._drain(*run_now)
 
     def _drain(self, server, local: _Local) -> None:
         """Fan out what waits in ``local``'s outbox (loop thread): ``write(event, sub)`` for
@@ -639,6 +692,10 @@ class Channels:
     # -- joining and leaving -----------------------------------------------------------------
 
     def _join(self, sub: "Subscription", last_id: str | None, budget: int | None = None):
+        """Subscribe ``sub`` through the broker: see :func:`broker_join`."""
+        return broker_join(self.backplane(), self, sub, last_id, budget)
+
+    def _join_local(self, sub: "Subscription", last_id: str | None, budget: int | None = None):
         """Subscribe ``sub`` to all its channels (or none: a 503 registers nothing) and return
         what it must be sent first: the missed events, or ``reset`` events when history cannot
         cover the gap or the missed events come to more than ``budget`` bytes."""
@@ -651,6 +708,31 @@ class Channels:
             for ch in chans:
                 self._subs(ch, server).add(sub)
         return reset_events + events
+
+    def _live(self, sub: "Subscription", name: str, first: list) -> None:
+        """A broker's catch-up of ``sub`` on channel ``name`` is done: send it ``first`` (the
+        missed events) and make it a live subscriber, in that order (any thread)."""
+        server = sub.conn.server
+        with self._lock:
+            try:
+                ch = self._get(name)
+            except HTTPError:
+                _on_loop(server, end_stream, sub.conn)
+                return
+            self._subs(ch, server).add(sub)
+            if not first:
+                return
+            local = self._locals[server]
+            for ev in first:
+                local.outbox.append((ev, [sub]))
+            if local.scheduled:
+                return
+            local.scheduled = True
+            now = server._ident == threading.get_ident()
+            if not now:
+                server.call_soon_threadsafe(self._drain, server, local)
+        if now:
+            self._drain(server, local)
 
     def _add(self, sub: "Subscription", name: str) -> None:
         with self._lock:
@@ -1053,7 +1135,7 @@ def write_event_stream(obj: EventStream, conn: Connection):
         return
     last_id = obj.last_id if obj.last_id is not None else request_last_id(request)
     sub = (RawSubscription if http10 else Subscription)(registry, conn, list(obj.channels))
-    first = registry._join(sub, last_id, _budget(server, conn))  # may refuse (503)
+    first = registry._join(sub, last_id, _budget(server, conn)) or ()  # may refuse (503)
     # HTTP/1.1: chunked; HTTP/1.0: the stream ends when the connection closes
     head = http.head(200, block, chunked=True)
     retry = int((registry.retry + random.random() * registry.retry_jitter) * 1000)
@@ -1062,6 +1144,45 @@ def write_event_stream(obj: EventStream, conn: Connection):
     http.start_stream(sub, server.now)
     server.enqueue(conn, head + (body if http10 else sse.chunk(body)))
     server.resume_reading(conn, always=True)  # to notice the client leaving, whatever is queued
+
+
+@attrs.define(slots=True, frozen=True)
+class Accepted:
+    """A handler's answer to a publish: ``202 Accepted`` with the event id (text/plain) once
+    the broker has stored the event, ``503`` if it could not. ``publication`` is what
+    ``registry.publish`` returned: an id, or a :class:`Publication` still on its way (a Redis
+    broker on the loop thread); the answer waits for it without blocking the loop.
+
+    Example::
+
+        @app.post("/pub/{name}")
+        def pub(request, name: str):
+            return Accepted(registry.publish(name, request.body.decode()))
+    """
+
+    publication: Any
+
+
+def _accepted_response(event_id: str) -> Response:
+    return Response(event_id, status=202, content_type="text/plain")
+
+
+@write.dispatch
+def write_accepted(obj: Accepted, conn: Connection):
+    pub = obj.publication
+    if not isinstance(pub, Publication):
+        send_response(_accepted_response(str(pub)), conn)
+        return
+    server = conn.server
+    request = conn.protocol.request
+
+    def settled(p: Publication) -> None:
+        result = _accepted_response(p.id) if p.error is None else (
+            p.error if isinstance(p.error, HTTPError)
+            else BrokerUnavailable(f"the event was not stored: {p.error}"))
+        server.call_soon_threadsafe(server.complete, conn, request, result)
+
+    pub.then(settled)  # nothing written now: server.complete answers
 
 
 def _budget(server, conn: Connection | None = None) -> int:
@@ -1182,6 +1303,14 @@ def write_long_poll(obj: LongPoll, conn: Connection):
     registry = obj.registry if obj.registry is not None else channels
     names = list(obj.channels)
     last_id = obj.last_id if obj.last_id is not None else request_last_id(request)
+    if registry.backplane() is not LOCAL:
+        # the broker finds what was missed elsewhere and answers with the first event (or
+        # reset) it has for this poll; the client polls again from its id for the rest
+        waiter = PollWaiter(registry, conn, request, names, last_id or "", obj.headers)
+        if registry._join(waiter, last_id, _budget(server, conn)) is None:
+            http.stream = waiter
+            server.call_later(obj.timeout, waiter.expire)
+        return
     with registry._lock:
         resets, events = registry._catch_up(names, last_id, time.monotonic())
         if resets:
@@ -1266,5 +1395,5 @@ __all__ = [
     "RawSubscription", "PollWaiter", "Heartbeat", "HEARTBEAT", "End", "END", "Batch", "SSEBatch",
     "RawSSEBatch", "PollBatch",
     "channels", "channel", "publish", "subscribe", "unsubscribe", "encode_event", "end_stream",
-    "request_last_id",
+    "request_last_id", "Accepted", "Publication", "BrokerUnavailable", "LOCAL",
 ]

@@ -728,6 +728,9 @@ class RedisPubSub(_Endpoint):
     """
 
     on_message: Callable = attrs.field(kw_only=True)
+    # called with a channel (bytes) each time Redis confirms a subscription to it: from then on
+    # every message published on it comes here (also after a reconnect, before on_connect)
+    on_subscribed: Callable | None = attrs.field(default=None, kw_only=True)
     channels: set = attrs.field(factory=set, init=False)   # bytes: what we are subscribed to
     _awaiting: set = attrs.field(factory=set, init=False)  # resubscriptions not confirmed
     _resubscribing: bool = attrs.field(default=False, init=False)
@@ -789,6 +792,11 @@ def redis_reply_pubsub(owner: RedisPubSub, conn: RedisConnection, reply):
                     log.exception("on_message failed")
             return
         if kind == b"subscribe":
+            if owner.on_subscribed is not None and channel in owner.channels:
+                try:
+                    owner.on_subscribed(channel)
+                except Exception:
+                    log.exception("on_subscribed failed")
             if owner._resubscribing:
                 owner._awaiting.discard(channel)
                 if not owner._awaiting:

@@ -1,0 +1,136 @@
+"""The broker protocol: where a registry's events are stored and how they reach every process.
+
+A :class:`~clos_web.push.channels.Channels` registry keeps its subscribers (connections) in
+the process; its *broker* assigns each event its position, keeps history and carries events to
+every process that has subscribers. The protocol is three generic functions, each specialised
+on the broker's class:
+
+- :func:`broker_publish` ``(broker, registry, name, etype, data)``: store and carry one event;
+  return its id (or, where the answer comes later, a :class:`Publication`).
+- :func:`broker_join` ``(broker, registry, sub, last_id, budget)``: subscribe ``sub`` (a stream
+  or a waiting long-poll) to its channels; return the events it must be sent first (missed
+  ones, or ``reset``), or ``None`` when the broker sends them itself later.
+- :func:`broker_leave` ``(broker, registry, name)``: the process has no subscriber of ``name``
+  any more.
+
+Two brokers ship: :data:`LOCAL` (:class:`LocalBroker`, this process's memory: the default) and
+:class:`~clos_web.push.redis_broker.RedisBroker` (many processes and machines over Redis).
+Presence (who is subscribed) is the registry's :meth:`~clos_web.push.channels.Channels.presence`
+where a broker supports it.
+
+>>> from clos_web.push import Channels
+>>> registry = Channels(broker=LOCAL)
+>>> registry.publish("news", "hi").endswith("-1")
+True
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Callable
+
+import attrs
+
+from ..clos import generic
+from ..http import HTTPError
+
+
+class BrokerUnavailable(HTTPError):
+    """The broker cannot store an event now (Redis unreachable, timed out): a 503. An event
+    that raised this was not stored and reaches nobody."""
+
+    def __init__(self, reason: str):
+        super().__init__(503, reason)
+
+
+@attrs.define(slots=True, eq=False, repr=False)
+class LocalBroker:
+    """The in-memory broker: ids, history and fan-out in this process (one process only)."""
+
+    def __repr__(self) -> str:
+        return "<LocalBroker>"
+
+
+LOCAL = LocalBroker()
+"""The default broker: this process's memory."""
+
+
+@generic
+def broker_publish(broker, registry, name, etype, data):
+    """Store the event (``etype`` ``None`` for ``message``; ``data`` its text) on channel
+    ``name`` and carry it to every subscriber; return its id, or a :class:`Publication` that
+    completes once the broker has stored it. Raise :class:`BrokerUnavailable` (503) when the
+    event cannot be stored."""
+
+
+@broker_publish.dispatch
+def broker_publish_local(broker: LocalBroker, registry: object, name, etype, data):
+    return registry._publish_local(name, etype, data)
+
+
+@generic
+def broker_join(broker, registry, sub, last_id, budget):
+    """Subscribe ``sub`` to every channel in ``sub.names`` (all or none) and return the events
+    to send it before live ones: those after ``last_id``, or ``reset`` events where history
+    cannot cover the gap or the missed events pass ``budget`` bytes. A broker that must ask
+    elsewhere first returns ``None`` and writes them to ``sub`` itself, before any live
+    event."""
+
+
+@broker_join.dispatch
+def broker_join_local(broker: LocalBroker, registry: object, sub, last_id, budget):
+    return registry._join_local(sub, last_id, budget)
+
+
+@generic
+def broker_leave(broker, registry, name):
+    """The registry dropped channel ``name``: nobody in this process reads it now."""
+
+
+@broker_leave.dispatch
+def broker_leave_local(broker: LocalBroker, registry: object, name):
+    return None
+
+
+@attrs.define(slots=True, eq=False, repr=False)
+class Publication:
+    """An event on its way to the broker: ``id`` once stored, ``error`` (an exception) if it
+    could not be. ``then(fn)`` calls ``fn(publication)`` when it is settled (at once if it
+    is). A handler returns it inside :class:`~clos_web.push.channels.Accepted` to answer 202
+    with the id once stored, or 503.
+
+    >>> p = Publication("news")
+    >>> p.settle("k3f9a-1", None); p.id
+    'k3f9a-1'
+    """
+
+    channel: str
+    id: str | None = None
+    error: BaseException | None = None
+    done: bool = False
+    _waiters: list = attrs.field(factory=list)
+    _lock: threading.Lock = attrs.field(factory=threading.Lock)
+
+    def __repr__(self) -> str:
+        state = self.id if self.id else ("failed" if self.error else "pending")
+        return f"<Publication {self.channel[:40]!r} {state}>"
+
+    def settle(self, event_id: str | None, error: BaseException | None) -> None:
+        with self._lock:
+            if self.done:
+                return
+            self.id, self.error, self.done = event_id, error, True
+            waiters, self._waiters = self._waiters, []
+        for fn in waiters:
+            fn(self)
+
+    def then(self, fn: Callable) -> None:
+        with self._lock:
+            if not self.done:
+                self._waiters.append(fn)
+                return
+        fn(self)
+
+
+__all__ = ["broker_publish", "broker_join", "broker_leave", "LocalBroker", "LOCAL",
+           "BrokerUnavailable", "Publication"]

@@ -1,0 +1,510 @@
+"""``RedisBroker``: one channel namespace over many processes and machines, through Redis.
+
+::
+
+    registry = Channels(broker=RedisBroker("redis://127.0.0.1:6379/0"))
+    # or: CLOS_WEB_REDIS=redis://... (python -m clos_web --redis URL), and Channels() as ever
+
+What Redis holds, per channel ``NAME`` (both keys share the hash tag ``{NAME}``, so they live
+on one Redis Cluster node, and no script touches two channels' keys):
+
+- ``clos_web:{NAME}:m``, a hash: ``e`` the channel's *epoch* (random, made by the first
+  publish) and ``o`` its last *offset* (1, 2, 3, ...). It expires ``meta_ttl`` seconds after the
+  last publish.
+- ``clos_web:{NAME}:s``, a stream capped at ``history`` entries whose ids are the offsets
+  (``17-0``); it expires ``max_age`` seconds after the last publish.
+
+One Lua script per publish (:data:`PUBLISH`, as Centrifugo's ``broker_history_add_stream``)
+assigns the offset, appends to the stream and publishes ``EPOCH\\nOFFSET\\nTYPE\\nDATA`` on the
+Redis channel ``clos_web:NAME``, atomically: every process subscribed there sees each channel's
+events in offset order. An event's SSE id is ``EPOCH-OFFSET``. The epoch tells "history
+expired" (same epoch, offset older than what the stream keeps) from "storage lost" (Redis
+restarted empty: a new epoch): either way the client is sent ``reset``, never a silent gap.
+
+In each process the broker runs inside one server's selector loop (the first that uses it, or
+:meth:`RedisBroker.attach`): one pipelined command connection and one pub/sub connection
+(:mod:`clos_web.redis`), never blocking the loop. Per channel the process keeps the offset it
+has delivered to its subscribers; a message after a gap (a reconnect, a message in flight while
+it subscribed) is preceded by the missing events read from the stream, and after the pub/sub
+connection comes back every channel is checked against the stream, so nothing is missed and
+nothing is delivered twice.
+
+A client resuming with ``Last-Event-ID`` on *any* process: the process subscribes first (and
+buffers what arrives), then reads the stream after that offset (:data:`READ`), sends the missed
+events, then the buffered ones past what history held, then live ones: no gap and no duplicate
+at the seam. A multi-channel stream resumes exactly the channel its last id names (the epoch
+says which); its other channels get ``reset`` (positions are per channel, so one id cannot
+place a client in the others).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from typing import Any
+
+import attrs
+
+from . import sse
+from .broker import (
+    BrokerUnavailable, Publication, broker_join, broker_leave, broker_publish,
+)
+from ..redis import RedisClient, RedisError, RedisPubSub, ReplyError
+
+log = logging.getLogger("clos_web.push.redis")
+
+_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+PUBLISH = """
+local now = redis.call('TIME')
+if tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) > tonumber(ARGV[8]) then
+  return false
+end
+local epoch = redis.call('HGET', KEYS[2], 'e')
+if not epoch then
+  epoch = ARGV[7]
+  redis.call('HSET', KEYS[2], 'e', epoch)
+end
+local offset = redis.call('HINCRBY', KEYS[2], 'o', 1)
+if tonumber(ARGV[3]) > 0 then
+  redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[3], offset .. '-0', 't', ARGV[1], 'd', ARGV[2])
+  redis.call('PEXPIRE', KEYS[1], ARGV[4])
+end
+redis.call('PEXPIRE', KEYS[2], ARGV[5])
+redis.call('PUBLISH', ARGV[6], epoch .. '\\n' .. offset .. '\\n' .. ARGV[1] .. '\\n' .. ARGV[2])
+return {epoch, offset}
+"""
+"""KEYS: stream, meta. ARGV: type, data, history length, stream TTL (ms), meta TTL (ms),
+pub/sub channel, an epoch for a channel that has none, a deadline (Unix ms). Returns ``{epoch,
+offset}``, or nil past the deadline: a publish that Redis runs late (it was stalled, the
+caller got a 503) is not stored then, so a 503 always means "not stored"."""
+
+READ = """
+local epoch = redis.call('HGET', KEYS[2], 'e')
+local top = tonumber(redis.call('HGET', KEYS[2], 'o') or '0')
+local entries = {}
+if epoch and top > tonumber(ARGV[1]) and tonumber(ARGV[2]) > 0 then
+  entries = redis.call('XRANGE', KEYS[1], (tonumber(ARGV[1]) + 1) .. '-0', '+',
+                       'COUNT', ARGV[2])
+end
+return {epoch, top, entries}
+"""
+"""KEYS: stream, meta. ARGV: the offset to read after, how many at most. Returns ``{epoch or
+nil, last offset, [[id, [field, value, ...]], ...]}``, read at one instant."""
+
+
+def _new_epoch() -> str:
+    n = secrets.randbelow(36 ** 8)
+    return "".join(_ALPHABET[(n // 36 ** i) % 36] for i in range(8))
+
+
+def _keys(name: str) -> list:
+    return [f"clos_web:{{{name}}}:s", f"clos_web:{{{name}}}:m"]
+
+
+def _parse_id(text: str | None):
+    """``(epoch, offset)`` of an id ``EPOCH-OFFSET``; ``None`` for none; ``("", -1)`` for
+    garbage."""
+    if not text:
+        return None
+    epoch, sep, num = text.strip().rpartition("-")
+    if sep and epoch and num.isascii() and num.isdigit() and len(num) < 19:
+        return epoch, int(num)
+    return "", -1
+
+
+@attrs.define(slots=True, eq=False, repr=False)
+class _Remote:
+    """What the process knows of one channel it reads: the epoch and offset it has delivered
+    to its subscribers (``None`` until synchronised), messages waiting behind a gap or a
+    synchronisation, and subscribers waiting for their catch-up."""
+
+    name: str
+    epoch: str | None = None
+    offset: int | None = None
+    subscribed: bool = False
+    syncing: bool = False      # a READ for this channel's own state is on its way
+    waiting: list = attrs.field(factory=list)  # (epoch, offset, etype, data) not yet in order
+    joins: list = attrs.field(factory=list)    # _Join waiting for subscription or catch-up
+
+
+@attrs.define(slots=True, eq=False, repr=False)
+class _Join:
+    """One subscriber's catch-up on one channel: live events that reach the process meanwhile
+    are kept in ``buffer``; once the process has delivered up to ``top`` (what the history read
+    saw), history then the buffer past ``top`` are sent and the subscriber goes live."""
+
+    sub: Any
+    name: str
+    position: tuple | None    # (epoch, offset) the client is at, or None
+    budget: int | None
+    buffer: list = attrs.field(factory=list)
+    history: list | None = None
+    top: int | None = None
+    reset: bool = False
+    reading: bool = False
+
+
+@attrs.define(slots=True, eq=False, repr=False)
+class RedisBroker:
+    """The Redis broker (see the module docstring). ``url``: ``redis://[:password@]host:port/db``.
+
+    ``timeout`` bounds each Redis call (a publish not stored within it is a 503);
+    ``meta_ttl`` is how long (seconds) a channel's epoch and offset outlive its last publish.
+    History length and age are the registry's ``history`` and ``max_age``.
+
+    >>> RedisBroker("redis://127.0.0.1:6379/0")
+    <RedisBroker redis://127.0.0.1:6379/0 detached>
+    """
+
+    url: str
+    timeout: float = 2.0
+    meta_ttl: float = 86400.0
+    server: Any = None
+    client: Any = None
+    pubsub: Any = None
+    _registry: Any = None
+    _remotes: dict = attrs.field(factory=dict)
+    _held: list = attrs.field(factory=list)   # publishes made before the first connection
+    _up: bool = False                           # connected once
+    _lock: threading.Lock = attrs.field(factory=threading.Lock)
+
+    def __repr__(self) -> str:
+        state = "detached" if self.server is None else (
+            "connected" if self.client is not None and self.client.connected else "connecting")
+        return f"<RedisBroker {self.url} {state}>"
+
+    # -- set-up ------------------------------------------------------------------------------
+
+    def attach(self, server) -> "RedisBroker":
+        """Run in ``server``'s loop (its connections and callbacks live there); the first
+        server to use the broker is attached by itself. Any thread."""
+        with self._lock:
+            if self.server is not None:
+                return self
+            self.server = server
+            self.client = RedisClient(server, self.url, on_connect=self._connected,
+                                      on_disconnect=self._disconnected)
+            self.pubsub = RedisPubSub(server, self.url, on_message=self._message,
+                                      on_subscribed=self._subscribed,
+                                      on_connect=self._resubscribed)
+        self.client.start()
+        self.pubsub.start()
+        return self
+
+    def close(self) -> None:
+        """Close both connections (any thread)."""
+        if self.client is not None:
+            self.client.close()
+            self.pubsub.close()
+
+    def _on_loop(self) -> bool:
+        return self.server is not None and threading.get_ident() == self.server._ident
+
+    def _run(self, fn, *args) -> None:
+        """``fn(*args)`` on the broker's loop: now if this is it, else soon."""
+        if self._on_loop():
+            fn(*args)
+        else:
+            self.server.call_soon_threadsafe(fn, *args)
+
+    def _remote(self, name: str) -> _Remote:
+        rc = self._remotes.get(name)
+        if rc is None:
+            rc = self._remotes[name] = _Remote(name)
+        return rc
+
+    # -- publishing --------------------------------------------------------------------------
+
+    def publish(self, registry, name: str, etype: str | None, data: str):
+        self._registry = registry
+        args = [etype or "", data, max(registry.history, 0), int(registry.max_age * 1000),
+                int(max(self.meta_ttl, registry.max_age) * 1000), f"clos_web:{name}",
+                _new_epoch(), int((time.time() + 0.75 * self.timeout) * 1000)]
+        if self.server is None:
+            from ..loop.server import current_loop
+            server = current_loop()
+            if server is None:
+                raise RuntimeError("this RedisBroker runs in no server's loop yet: call "
+                                   "broker.attach(server) first")
+            self.attach(server)
+        if not self._on_loop():
+            # another thread: wait here for Redis (never on the loop thread)
+            try:
+                reply = self.client.submit_eval(PUBLISH, _keys(name), args,
+                                                timeout=self.timeout).result(self.timeout + 1)
+            except Exception as exc:
+                raise BrokerUnavailable(f"the event was not stored: {exc}") from None
+            if reply is None:
+                raise BrokerUnavailable("the event was not stored: Redis ran it too late")
+            return f"{reply[0].decode()}-{reply[1]}"
+        pub = Publication(name)
+        if not self.client.connected:
+            if self._up:
+                raise BrokerUnavailable(f"redis at {self.url} is unreachable")
+            # the first connection is being made: the publish waits for it (within timeout)
+            self._held.append((pub, name, args))
+            self.server.call_later(self.timeout, self._give_up, pub)
+            return pub
+        self._send_publish(pub, name, args)
+        return pub
+
+    def _send_publish(self, pub: Publication, name: str, args: list) -> None:
+        def stored(reply):
+            if isinstance(reply, BaseException):
+                pub.settle(None, BrokerUnavailable(f"the event was not stored: {reply}"))
+            elif reply is None:
+                pub.settle(None, BrokerUnavailable("the event was not stored: Redis ran it "
+                                                   "too late"))
+            else:
+                pub.settle(f"{reply[0].decode()}-{reply[1]}", None)
+
+        self.client.eval(stored, PUBLISH, _keys(name), args, timeout=self.timeout)
+
+    def _give_up(self, pub: Publication) -> None:
+        for i, (held, _, _) in enumerate(self._held):
+            if held is pub:
+                del self._held[i]
+                pub.settle(None, BrokerUnavailable(f"redis at {self.url} is unreachable"))
+                return
+
+    def _connected(self) -> None:
+        self._up = True
+        held, self._held = self._held, []
+        for pub, name, args in held:
+            self._send_publish(pub, name, args)
+
+    def _disconnected(self, exc) -> None:
+        held, self._held = self._held, []
+        for pub, _, _ in held:
+            pub.settle(None, BrokerUnavailable(f"redis at {self.url} is unreachable: {exc}"))
+
+    # -- joining -----------------------------------------------------------------------------
+
+    def join(self, registry, sub, last_id: str | None, budget: int | None) -> None:
+        """Loop thread of the broker. Subscribe the process to each channel (if new), then
+        catch ``sub`` up on each (see _Join)."""
+        self._registry = registry
+        position = _parse_id(last_id)
+        for name in sub.names:
+            rc = self._remote(name)
+            join = _Join(sub, name, position, budget)
+            rc.joins.append(join)
+            if not rc.subscribed:
+                self.pubsub.subscribe(f"clos_web:{name}")
+            elif rc.offset is not None:
+                self._read_for(rc, join)
+
+    def leave(self, name: str) -> None:
+        rc = self._remotes.get(name)
+        if rc is None or rc.joins:
+            return
+        registry = self._registry
+        if registry is not None and name in registry:
+            return  # the channel came back meanwhile
+        del self._remotes[name]
+        self.pubsub.unsubscribe(f"clos_web:{name}")
+
+    def _subscribed(self, channel: bytes) -> None:
+        name = channel.decode()[len("clos_web:"):]
+        rc = self._remotes.get(name)
+        if rc is None:
+            return
+        rc.subscribed = True
+        self._sync(rc)
+
+    def _resubscribed(self) -> None:
+        # the pub/sub connection came back: what was published meanwhile is in the streams
+        for rc in list(self._remotes.values()):
+            if rc.offset is not None:
+                self._sync(rc)
+
+    def _sync(self, rc: _Remote) -> None:
+        """Read the channel's state and, past the offset delivered here, its missed events;
+        deliver them in order, then what waits behind them."""
+        if rc.syncing:
+            return
+        rc.syncing = True
+        after = rc.offset if rc.offset is not None else None
+        registry = self._registry
+        count = max(registry.history, 0) if after is not None else 0
+
+        def done(reply):
+            rc.syncing = False
+            if isinstance(reply, BaseException):
+                log.warning("reading channel %r failed: %s", rc.name, reply)
+                if self.pubsub.connected:
+                    self.server.call_later(0.5, self._sync, rc)
+                return
+            epoch, top, entries = reply
+            epoch = epoch.decode() if epoch is not None else None
+            if after is None:  # first synchronisation: live from here
+                rc.epoch, rc.offset = epoch, top
+            elif rc.epoch is None and after == 0:  # the channel's first events
+                rc.epoch = epoch
+                self._apply_entries(rc, self._entries(entries), True)
+            elif epoch != rc.epoch:  # storage lost (or expired): a new epoch, or none yet
+                self._reset_local(rc, epoch, 0)
+                self._apply_entries(rc, self._entries(entries), True)
+            else:
+                self._apply_entries(rc, self._entries(entries), top > rc.offset)
+            self._drain_waiting(rc)
+            for join in list(rc.joins):
+                if join.top is None and not join.reading:
+                    self._read_for(rc, join)
+            self._settle_joins(rc)
+
+        self.client.eval(done, READ, _keys(rc.name), [after or 0, count], timeout=self.timeout)
+
+    def _entries(self, entries) -> list:
+        out = []
+        for eid, fields in entries:
+            f = dict(zip(fields[::2], fields[1::2]))
+            out.append((int(eid.split(b"-")[0]), f.get(b"t", b"").decode() or None,
+                        f.get(b"d", b"").decode()))
+        return out
+
+    def _apply_entries(self, rc: _Remote, entries: list, expected: bool) -> None:
+        """Deliver stream entries past ``rc.offset`` in order; a hole before them (history
+        no longer holds what the process missed) resets its subscribers first."""
+        for offset, etype, data in entries:
+            if offset <= rc.offset:
+                continue
+            if offset != rc.offset + 1:
+                self._reset_local(rc, rc.epoch, offset - 1)
+            self._deliver(rc, offset, etype, data)
+
+    def _reset_local(self, rc: _Remote, epoch: str | None, offset: int) -> None:
+        """The process lost track of channel ``rc`` (history gone, or a new epoch): its
+        subscribers are sent ``reset`` and go on from ``EPOCH-OFFSET``."""
+        rc.epoch, rc.offset = epoch, offset
+        # (no epoch: Redis has none for the channel until its next publish; the client keeps
+        # its old id, which a reconnect resets again)
+        position = f"{epoch}-{offset}" if epoch is not None else ""
+        ev = self._event(rc.name, position, "reset", position, epoch is not None)
+        for join in rc.joins:
+            join.buffer.append(ev)
+        self._registry._deliver(ev)
+
+    def _event(self, name: str, eid: str, etype: str | None, data: str, with_id: bool = True):
+        from .channels import Event, _event_size
+        raw = sse.encode(data, etype, eid if with_id else None)
+        chunk = sse.chunk(raw)
+        return Event(eid, 0, name, etype, data, time.monotonic(), raw, chunk,
+                     _event_size(raw, chunk, data))
+
+    def _deliver(self, rc: _Remote, offset: int, etype: str | None, data: str) -> None:
+        rc.offset = offset
+        ev = self._event(rc.name, f"{rc.epoch}-{offset}", etype, data)
+        for join in rc.joins:
+            join.buffer.append(ev)
+        self._registry._deliver(ev)
+
+    def _message(self, channel: bytes, payload: bytes) -> None:
+        name = channel.decode()[len("clos_web:"):]
+        rc = self._remotes.get(name)
+        if rc is None:
+            return
+        epoch, offset, etype, data = payload.decode().split("\n", 3)
+        rc.waiting.append((epoch, int(offset), etype or None, data))
+        if rc.offset is not None and not rc.syncing:
+            self._drain_waiting(rc)
+            self._settle_joins(rc)
+
+    def _drain_waiting(self, rc: _Remote) -> None:
+        """Deliver the messages that wait, in order; a gap (or a new epoch) reads the stream
+        first."""
+        waiting = rc.waiting
+        while waiting:
+            epoch, offset, etype, data = waiting[0]
+            if epoch != rc.epoch or offset > rc.offset + 1:
+                self._sync(rc)  # what is missing comes from the stream, then the rest
+                return
+            waiting.pop(0)
+            if offset == rc.offset + 1:
+                self._deliver(rc, offset, etype, data)
+
+    def _read_for(self, rc: _Remote, join: _Join) -> None:
+        """The history ``join`` needs: after its offset, when its id names this channel."""
+        position = join.position
+        if position is None or (rc.epoch is not None and position[0] != rc.epoch):
+            # no id (live from here), or one of another channel or epoch
+            join.reset = position is not None
+            join.top = rc.offset
+            join.history = []
+            return
+        join.reading = True
+        registry = self._registry
+
+        def done(reply):
+            join.reading = False
+            if isinstance(reply, BaseException):
+                join.reset, join.history, join.top = True, [], rc.offset
+            else:
+                epoch, top, entries = reply
+                epoch = epoch.decode() if epoch is not None else None
+                after = position[1]
+                entries = self._entries(entries)
+                covered = (epoch == position[0] and after <= top and
+                           [e[0] for e in entries] == list(range(after + 1, top + 1)))
+                size = sum(len(d) + 64 for _, _, d in entries)
+                if not covered or (join.budget is not None and size > join.budget):
+                    join.reset, join.history = True, []
+                else:
+                    join.history = [self._event(rc.name, f"{epoch}-{o}", t, d)
+                                    for o, t, d in entries]
+                join.top = top
+            self._settle_joins(rc)
+
+        self.client.eval(done, READ, _keys(rc.name),
+                         [position[1], max(registry.history, 0)], timeout=self.timeout)
+
+    def _settle_joins(self, rc: _Remote) -> None:
+        """Joins whose history is read and whose seam the process has reached go live."""
+        if rc.offset is None:
+            return
+        for join in list(rc.joins):
+            if join.top is None or join.reading or rc.offset < join.top:
+                continue
+            rc.joins.remove(join)
+            self._go_live(rc, join)
+
+    def _go_live(self, rc: _Remote, join: _Join) -> None:
+        sub = join.sub
+        conn = sub.conn
+        if conn.closed or rc.name not in sub.names or getattr(sub, "done", False):
+            return  # gone, or a long-poll answered meanwhile
+        if getattr(sub, "last_id", None) == "" and rc.epoch is not None:
+            sub.last_id = f"{rc.epoch}-{join.top}"  # a poll with no id waits from here
+        first = []
+        if join.reset:
+            eid = f"{rc.epoch}-{join.top}"
+            first.append(self._event(rc.name, eid, "reset", eid))
+        first += join.history
+        seam = join.top
+        first += [e for e in join.buffer
+                  if e.event == "reset" or int(e.id.rpartition("-")[2]) > seam]
+        self._registry._live(sub, rc.name, first)
+
+
+@broker_publish.dispatch
+def broker_publish_redis(broker: RedisBroker, registry: object, name, etype, data):
+    return broker.publish(registry, name, etype, data)
+
+
+@broker_join.dispatch
+def broker_join_redis(broker: RedisBroker, registry: object, sub, last_id, budget):
+    broker.attach(sub.conn.server)
+    broker._run(broker.join, registry, sub, last_id, budget)
+    return None
+
+
+@broker_leave.dispatch
+def broker_leave_redis(broker: RedisBroker, registry: object, name):
+    if broker.server is not None:
+        broker.server.call_soon_threadsafe(broker.leave, name)
+
+
+__all__ = ["RedisBroker", "PUBLISH", "READ"]
