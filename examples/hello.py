@@ -5,10 +5,10 @@ Run: .venv/bin/python examples/hello.py --port 8000 [--workers N --redis URL]
 """
 
 import argparse
-import os
 import sys
 
 from clos_web import App, BadRequest, Channels, Response, channel, cli
+from clos_web.push import Accepted
 from clos_web import PlainText
 
 
@@ -57,12 +57,13 @@ def poll(name: str):
 
 @app.post("/pub/{name}")
 def pub(request, name: str):
-    """POST /pub/CHANNEL: publish the body as one event's data; 202 with the event id."""
+    """POST /pub/CHANNEL: publish the body as one event's data; 202 with the event id once
+    stored (503 if the broker could not store it)."""
     try:
         data = request.body.decode("utf-8")
     except UnicodeDecodeError:
         raise BadRequest(reason="the event data must be UTF-8") from None
-    return Response(channels.publish(name, data), status=202, content_type="text/plain")
+    return Accepted(channels.publish(name, data))
 
 
 def main(argv=None):
@@ -73,14 +74,11 @@ def main(argv=None):
     parser.add_argument("--heartbeat", type=float, default=15.0, metavar="SECONDS",
                         help="comment heartbeat interval on idle SSE streams")
     args = parser.parse_args(argv)
-    # The channels above were made at import, before --redis was read: with a new broker URL,
-    # serve a fresh copy of this file, whose Channels() reads CLOS_WEB_REDIS.
-    fresh = args.redis and os.environ.get(cli.REDIS_ENV) != args.redis
 
     def load():
-        here = vars(cli.load_module(__file__)) if fresh else globals()
-        here["channels"].heartbeat = args.heartbeat
-        return here["app"]
+        # (--redis is in the environment now: the channels above read it at their first use)
+        channels.heartbeat = args.heartbeat
+        return app
 
     sys.exit(cli.run(load, args))
 

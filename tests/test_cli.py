@@ -258,8 +258,9 @@ def test_hello_main_takes_the_same_flags(spawn, tmp_path, capsys):
     assert not pid_file.exists()
 
 
-def test_hello_main_with_redis_serves_a_fresh_copy_whose_channels_see_the_broker(monkeypatch):
+def test_hello_main_with_redis_gives_its_channels_the_redis_broker(monkeypatch):
     from clos_web import cli
+    from clos_web.push.redis_broker import RedisBroker
 
     hello = load_example("hello")
     monkeypatch.delenv("CLOS_WEB_REDIS", raising=False)
@@ -278,7 +279,10 @@ def test_hello_main_with_redis_serves_a_fresh_copy_whose_channels_see_the_broker
     with pytest.raises(SystemExit):
         hello.main(["--redis", REDIS, "--workers", "2"])
     assert os.environ["CLOS_WEB_REDIS"] == REDIS
-    assert served[-1] is not hello.app and type(served[-1]) is type(hello.app)
+    # the channels made at import read the variable at their first use, not at import
+    assert served[-1] is hello.app
+    broker = hello.channels.backplane()
+    assert isinstance(broker, RedisBroker) and broker.url == REDIS
 
 
 # --------------------------------------------------------------------------------------------
