@@ -358,7 +358,9 @@ def test_subscribers_on_every_worker_get_every_event_in_order(scale):
     while len(streams) < 20:
         streams.append(scale.stream())
     conns = scale.conns()
-    items = [f"event-{n}" for n in range(1, 51)]
+    # UTF-8 and multi-line data come back as published (one data: line per line)
+    items = [f"event-{n}" if n % 10 else f"event-{n} \u00e9\u2713\nsecond line\n third"
+             for n in range(1, 51)]
     ids = scale.publish(conns, items)            # alternating: half through each worker
     check_ids(ids)
     for s in streams:
@@ -410,7 +412,8 @@ def test_a_killed_workers_subscribers_resume_elsewhere_with_nothing_lost_or_repe
     thread.start()
     try:
         for s in streams:                            # every subscriber has a last id
-            s.wait(lambda s: len(s.events) >= 5, 10, "5 events")
+            s.wait(lambda s: len(s.events) >= 5 or errors, 10, "5 events")
+        assert not errors, errors
         victim = streams[0].pid
         os.kill(victim, signal.SIGKILL)
         on_victim = [s for s in streams if s.pid == victim]
