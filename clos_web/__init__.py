@@ -20,7 +20,7 @@ from .http import (
 )
 from .loop import Connection, buffer_input, process_ready, raise_fd_limit
 from .push import (
-    Channel, Channels, Event, EventStream, LongPoll, Message, channel, channels, encode_event,
+    Accepted, Channel, Channels, Event, EventStream, LongPoll, Message, channel, channels, encode_event,
     end_stream, publish, subscribe, unsubscribe,
 )
 from .clos import call_next_method, describe, generic, next_method_p
@@ -58,6 +58,6 @@ __all__ = [
     "ParamError", "PlainText", "redirect", "as_response", "with_headers", "cookies", "parse_cookies",
     "cookie_header", "set_cookie", "delete_cookie", "Session", "MemorySessions",
     "SignedCookieSessions", "StaticFiles", "WorkerPool", "cors", "csrf_guard", "logging_middleware",
-    "Channel", "Channels", "Event", "EventStream", "LongPoll", "Message", "channel", "channels",
+    "Channel", "Channels", "Accepted", "Event", "EventStream", "LongPoll", "Message", "channel", "channels",
     "encode_event", "end_stream", "publish", "subscribe", "unsubscribe",
 ]

@@ -145,6 +145,7 @@ class _Join:
     top: int | None = None
     reset: bool = False
     reading: bool = False
+    fresh: bool = False       # the channel had no epoch when the client came: all of the next
 
 
 @attrs.define(slots=True, eq=False, repr=False)
@@ -292,6 +293,8 @@ class RedisBroker:
             rc = self._remote(name)
             join = _Join(sub, name, position, budget)
             rc.joins.append(join)
+            if position is None and rc.offset is None:
+                self._mark_start(rc, join)
             if not rc.subscribed:
                 self.pubsub.subscribe(f"clos_web:{name}")
             elif rc.offset is not None:
@@ -426,10 +429,29 @@ class RedisBroker:
             if offset == rc.offset + 1:
                 self._deliver(rc, offset, etype, data)
 
+    def _mark_start(self, rc: _Remote, join: _Join) -> None:
+        """A client with no id on a channel this process does not follow yet: its place is
+        the channel's last offset now (read before its answer's head is sent), so it gets
+        every event stored after it came, however long the subscription takes."""
+        join.reading = True
+
+        def done(reply):
+            join.reading = False
+            if not isinstance(reply, BaseException):
+                epoch, top, _ = reply
+                join.position = (epoch.decode() if epoch is not None else "", top)
+                join.fresh = epoch is None
+            if rc.offset is not None:
+                self._read_for(rc, join)
+                self._settle_joins(rc)
+
+        self.client.eval(done, READ, _keys(rc.name), [0, 0], timeout=self.timeout)
+
     def _read_for(self, rc: _Remote, join: _Join) -> None:
         """The history ``join`` needs: after its offset, when its id names this channel."""
         position = join.position
-        if position is None or (rc.epoch is not None and position[0] != rc.epoch):
+        if position is None or (rc.epoch is not None and position[0] != rc.epoch
+                                and not join.fresh):
             # no id (live from here), or one of another channel or epoch
             join.reset = position is not None
             join.top = rc.offset
@@ -447,7 +469,7 @@ class RedisBroker:
                 epoch = epoch.decode() if epoch is not None else None
                 after = position[1]
                 entries = self._entries(entries)
-                covered = (epoch == position[0] and after <= top and
+                covered = ((epoch == position[0] or join.fresh) and after <= top and
                            [e[0] for e in entries] == list(range(after + 1, top + 1)))
                 size = sum(len(d) + 64 for _, _, d in entries)
                 if not covered or (join.budget is not None and size > join.budget):
