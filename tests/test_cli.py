@@ -310,9 +310,14 @@ def test_workers_share_the_port_restart_and_stop_on_sigterm(spawn, tmp_path):
 
     victim = min(workers)
     os.kill(victim, signal.SIGKILL)
-    wait_for(lambda: len(children(proc.pid)) == 2 and victim not in children(proc.pid),
-             timeout=10)
-    now = children(proc.pid)
+    seen = {}
+
+    def replaced():  # one reading of /proc: two workers, one of them new
+        kids = seen["now"] = children(proc.pid)
+        return len(kids) == 2 and victim not in kids and len(kids - workers) == 1
+
+    wait_for(replaced, timeout=10)
+    now = seen["now"]
     proc.seen_children |= now
     (replacement,) = now - workers
     assert pids_served(port, now) == now                   # the new one serves too
