@@ -200,7 +200,34 @@ def test_redis_down_is_a_503_for_publishes_only_and_subscribers_stay(nodes, redi
     reader.close()
 
 
-def test_a_multi_channel_stream_resumes_the_channel_its_id_names_and_resets_the_others(nodes):
+def test_one_id_resumes_every_channel_of_a_multi_channel_stream_on_the_other_server(nodes):
+    a, b = nodes
+    reader = Reader(a.base, "/sub/x,y")
+    time.sleep(0.3)
+    for channel_name, data in [("x", "x1"), ("y", "y1"), ("x", "x2")]:
+        assert _publish(b, channel_name, data).status_code == 202
+    events = reader.wait(3)
+    reader.close()
+    last = events[-1][0]
+    assert last.count(",") == 1 and ":" in last  # its place in both channels
+    assert _publish(a, "y", "y2").status_code == 202  # while the client is away
+    assert _publish(b, "x", "x3").status_code == 202
+    again = Reader(b.base, "/sub/x,y", last_id=last)
+    got = again.wait(2)
+    assert sorted(d for _, _, d in got) == ["x3", "y2"]  # nothing lost, nothing twice
+    assert all(e == "message" for _, e, _ in got)
+    _publish(a, "x", "x4")
+    got = again.wait(3)
+    assert got[-1][2] == "x4" and len(got) == 3
+    again.close()
+    # and once more from the newest id, on the first server: nothing to catch up
+    third = Reader(a.base, "/sub/x,y", last_id=got[-1][0])
+    _publish(b, "y", "y3")
+    assert [d for _, _, d in third.wait(1)] == ["y3"]
+    third.close()
+
+
+def test_a_single_id_on_a_multi_channel_stream_resumes_its_channel_and_resets_the_others(nodes):
     a, b = nodes
     _publish(a, "x", "x1")
     _publish(a, "y", "y1")
@@ -236,3 +263,18 @@ def test_long_poll_resumes_on_the_other_server(nodes):
     _publish(a, "p", "p3")
     thread.join(10)
     assert [e["data"] for e in result["r"].json()["events"]] == ["p3"]
+
+
+def test_a_stream_subscribed_to_one_more_channel_at_run_time_gets_its_events(nodes):
+    from clos_web.push import subscribe
+
+    a, b = nodes
+    reader = Reader(a.base, "/sub/first")
+    time.sleep(0.2)
+    (conn,) = [c for c in list(a.conns) if getattr(c.protocol, "stream", None) is not None]
+    a.call_soon_threadsafe(subscribe, a.registry.channel("second"), conn)
+    time.sleep(0.3)
+    assert _publish(b, "second", "s1").status_code == 202
+    assert _publish(b, "first", "f1").status_code == 202
+    assert sorted(d for _, _, d in reader.wait(2)) == ["f1", "s1"]
+    reader.close()

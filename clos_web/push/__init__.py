@@ -9,7 +9,7 @@
 """
 
 from .broker import (
-    LOCAL, BrokerUnavailable, LocalBroker, Publication, broker_join, broker_leave,
+    LOCAL, BrokerUnavailable, LocalBroker, Publication, broker_add, broker_join, broker_leave,
     broker_publish,
 )
 from .channels import (
@@ -25,5 +25,5 @@ __all__ = [
     "Heartbeat", "HEARTBEAT", "End", "END",
     "channels", "channel", "publish", "subscribe", "unsubscribe", "encode_event", "end_stream",
     "request_last_id", "Accepted", "Publication", "BrokerUnavailable", "LocalBroker", "LOCAL",
-    "broker_publish", "broker_join", "broker_leave",
+    "broker_publish", "broker_join", "broker_add", "broker_leave",
 ]

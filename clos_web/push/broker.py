@@ -10,6 +10,7 @@ on the broker's class:
 - :func:`broker_join` ``(broker, registry, sub, last_id, budget)``: subscribe ``sub`` (a stream
   or a waiting long-poll) to its channels; return the events it must be sent first (missed
   ones, or ``reset``), or ``None`` when the broker sends them itself later.
+- :func:`broker_add` ``(broker, registry, sub, name)``: one more channel for a stream.
 - :func:`broker_leave` ``(broker, registry, name)``: the process has no subscriber of ``name``
   any more.
 
@@ -83,6 +84,17 @@ def broker_join_local(broker: LocalBroker, registry: object, sub, last_id, budge
 
 
 @generic
+def broker_add(broker, registry, sub, name):
+    """Subscribe the stream ``sub`` (joined already) to one more channel, ``name``, from now
+    on (``subscribe(channel, conn)`` on a stream)."""
+
+
+@broker_add.dispatch
+def broker_add_local(broker: LocalBroker, registry: object, sub, name):
+    return registry._add_local(sub, name)
+
+
+@generic
 def broker_leave(broker, registry, name):
     """The registry dropped channel ``name``: nobody in this process reads it now."""
 
@@ -132,5 +144,5 @@ class Publication:
         fn(self)
 
 
-__all__ = ["broker_publish", "broker_join", "broker_leave", "LocalBroker", "LOCAL",
-           "BrokerUnavailable", "Publication"]
+__all__ = ["broker_publish", "broker_join", "broker_add", "broker_leave", "LocalBroker",
+           "LOCAL", "BrokerUnavailable", "Publication"]

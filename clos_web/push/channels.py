@@ -45,7 +45,8 @@ import attrs
 
 from . import sse
 from .broker import (
-    LOCAL, BrokerUnavailable, Publication, broker_join, broker_leave, broker_publish,
+    LOCAL, BrokerUnavailable, Publication, broker_add, broker_join, broker_leave,
+    broker_publish,
 )
 from ..clos import generic
 from ..http import (
@@ -194,6 +195,18 @@ class RawSSEBatch(Batch):
     """Connections with an SSE stream over HTTP/1.0 (close-delimited, no chunks)."""
 
     __slots__ = ()
+
+
+class VectorBatch(Batch):
+    """Streams of several channels whose broker keeps positions per channel (Redis): each
+    gets the event with its own id, its position in every channel it reads (the
+    subscriptions themselves)."""
+
+    __slots__ = ()
+
+    @classmethod
+    def of(cls, members: dict) -> "VectorBatch":
+        return cls(members.values())
 
 
 class PollBatch(Batch):
@@ -735,6 +748,9 @@ class Channels:
             self._drain(server, local)
 
     def _add(self, sub: "Subscription", name: str) -> None:
+        broker_add(self.backplane(), self, sub, name)
+
+    def _add_local(self, sub: "Subscription", name: str) -> None:
         with self._lock:
             if name in sub.names:
                 return
@@ -1035,6 +1051,36 @@ class RawSubscription(Subscription):
 
     batch = RawSSEBatch
 
+
+@attrs.define(slots=True, eq=False, repr=False)
+class VectorSubscription(Subscription):
+    """SSE over HTTP/1.1 reading several channels of a broker whose positions are per channel
+    (Redis): each event's id is the stream's position in every channel
+    (``positions``, ``{name: "EPOCH-OFFSET"}``, as :func:`~clos_web.push.redis_broker.vector_id`
+    writes it), so one ``Last-Event-ID`` resumes them all."""
+
+    positions: dict = attrs.field(factory=dict)
+    batch = VectorBatch
+
+    def frame(self, event: Event) -> bytes:
+        """``event`` with this stream's id, framed for its connection (one chunk)."""
+        return sse.chunk(self.raw(event))
+
+    def raw(self, event: Event) -> bytes:
+        from .redis_broker import vector_id
+        if event.id:
+            self.positions[event.channel] = event.id
+        body = event.raw.partition(b"\n")[2] if event.raw.startswith(b"id: ") else event.raw
+        return b"id: " + vector_id(self.positions).encode("ascii") + b"\n" + body
+
+
+@attrs.define(slots=True, eq=False, repr=False)
+class RawVectorSubscription(VectorSubscription):
+    """:class:`VectorSubscription` over HTTP/1.0 (no chunks)."""
+
+    def frame(self, event: Event) -> bytes:
+        return self.raw(event)
+
 @write.dispatch
 def write_event_sse(event: Event, sub: Subscription):
     conn = sub.conn
@@ -1060,6 +1106,33 @@ def write_heartbeat_sse_batch(beat: Heartbeat, batch: SSEBatch):
 @write.dispatch
 def write_heartbeat_sse_raw_batch(beat: Heartbeat, batch: RawSSEBatch):
     batch[0].server.push_each(batch, _HEARTBEAT)
+
+
+@write.dispatch
+def write_event_vector(event: Event, sub: VectorSubscription):
+    sub.conn.server.push(sub.conn, sub.frame(event))
+
+
+@write.dispatch
+def write_event_vector_batch(event: Event, batch: VectorBatch):
+    for sub in batch:  # each stream its own id: its position in each of its channels
+        sub.conn.server.push(sub.conn, sub.frame(event))
+
+
+@write.dispatch
+def write_heartbeat_vector_batch(beat: Heartbeat, batch: VectorBatch):
+    for sub in batch:
+        write(beat, sub)
+
+
+@write.dispatch
+def write_heartbeat_raw_vector(beat: Heartbeat, sub: RawVectorSubscription):
+    sub.conn.server.push(sub.conn, _HEARTBEAT)
+
+
+@write.dispatch
+def write_end_raw_vector(end: End, sub: RawVectorSubscription):
+    return None  # the stream ends with the connection
 
 
 @write.dispatch
@@ -1134,7 +1207,12 @@ def write_event_stream(obj: EventStream, conn: Connection):
         server.enqueue(conn, http.head(200, block, chunked=True))
         return
     last_id = obj.last_id if obj.last_id is not None else request_last_id(request)
-    sub = (RawSubscription if http10 else Subscription)(registry, conn, list(obj.channels))
+    names = list(obj.channels)
+    if len(names) > 1 and registry.backplane() is not LOCAL:
+        kind = RawVectorSubscription if http10 else VectorSubscription
+    else:
+        kind = RawSubscription if http10 else Subscription
+    sub = kind(registry, conn, names)
     first = registry._join(sub, last_id, _budget(server, conn)) or ()  # may refuse (503)
     # HTTP/1.1: chunked; HTTP/1.0: the stream ends when the connection closes
     head = http.head(200, block, chunked=True)
@@ -1392,8 +1470,8 @@ def channel(registry: Channels | None = None, *, poll: bool = False, timeout: fl
 
 __all__ = [
     "Channels", "Channel", "Event", "Message", "EventStream", "LongPoll", "Subscription",
-    "RawSubscription", "PollWaiter", "Heartbeat", "HEARTBEAT", "End", "END", "Batch", "SSEBatch",
-    "RawSSEBatch", "PollBatch",
+    "RawSubscription", "VectorSubscription", "RawVectorSubscription", "PollWaiter", "Heartbeat", "HEARTBEAT", "End", "END", "Batch", "SSEBatch",
+    "RawSSEBatch", "VectorBatch", "PollBatch",
     "channels", "channel", "publish", "subscribe", "unsubscribe", "encode_event", "end_stream",
     "request_last_id", "Accepted", "Publication", "BrokerUnavailable", "LOCAL",
 ]

@@ -32,15 +32,19 @@ nothing is delivered twice.
 A client resuming with ``Last-Event-ID`` on *any* process: the process subscribes first (and
 buffers what arrives), then reads the stream after that offset (:data:`READ`), sends the missed
 events, then the buffered ones past what history held, then live ones: no gap and no duplicate
-at the seam. A multi-channel stream resumes exactly the channel its last id names (the epoch
-says which); its other channels get ``reset`` (positions are per channel, so one id cannot
-place a client in the others).
+at the seam.
+
+Positions are per channel, so a stream of several channels is sent, as each event's id, its
+position in every one of them (:func:`vector_id`: ``TAG:EPOCH-OFFSET,...``, ``TAG`` a short
+hash of the channel's name): one ``Last-Event-ID`` resumes every channel of the stream exactly.
+A single id ``EPOCH-OFFSET`` resumes the channel whose epoch it names and resets the others.
 """
 
 from __future__ import annotations
 
 import logging
 import secrets
+import zlib
 import threading
 import time
 from typing import Any
@@ -49,7 +53,7 @@ import attrs
 
 from . import sse
 from .broker import (
-    BrokerUnavailable, Publication, broker_join, broker_leave, broker_publish,
+    BrokerUnavailable, Publication, broker_add, broker_join, broker_leave, broker_publish,
 )
 from ..redis import RedisClient, RedisError, RedisPubSub, ReplyError
 
@@ -106,13 +110,45 @@ def _keys(name: str) -> list:
 
 def _parse_id(text: str | None):
     """``(epoch, offset)`` of an id ``EPOCH-OFFSET``; ``None`` for none; ``("", -1)`` for
-    garbage."""
+    garbage. The epoch ``*`` is "the channel had none yet": everything from offset 1."""
     if not text:
         return None
     epoch, sep, num = text.strip().rpartition("-")
     if sep and epoch and num.isascii() and num.isdigit() and len(num) < 19:
         return epoch, int(num)
     return "", -1
+
+
+def channel_tag(name: str) -> str:
+    """The short tag of a channel's name in a :func:`vector_id` (24 bits of its CRC-32).
+
+    >>> len(channel_tag("room-1"))
+    6
+    """
+    return f"{zlib.crc32(name.encode('utf-8', 'surrogatepass')) & 0xFFFFFF:06x}"
+
+
+def vector_id(positions: dict) -> str:
+    """The id of an event on a stream of several channels: its position in each,
+    ``{name: "EPOCH-OFFSET"}`` -> ``"TAG:EPOCH-OFFSET,..."``.
+
+    >>> vector_id({"a": "k3f9a2bc-4", "b": "*-0"}).count(",")
+    1
+    """
+    return ",".join(f"{channel_tag(name)}:{pos}" for name, pos in positions.items())
+
+
+def _positions(text: str | None, names) -> dict:
+    """Each channel's ``(epoch, offset)`` (or ``None``) from a client's last id: a vector id
+    names each channel by its tag; a single id is tried on every channel (its epoch tells)."""
+    if not text or ":" not in text:
+        position = _parse_id(text)
+        return {name: position for name in names}
+    tagged = {}
+    for part in text.split(",")[:1024]:
+        tag, _, pos = part.strip().partition(":")
+        tagged[tag] = _parse_id(pos) or ("", -1)
+    return {name: tagged.get(channel_tag(name), ("", -1)) for name in names}
 
 
 @attrs.define(slots=True, eq=False, repr=False)
@@ -284,14 +320,20 @@ class RedisBroker:
 
     # -- joining -----------------------------------------------------------------------------
 
-    def join(self, registry, sub, last_id: str | None, budget: int | None) -> None:
+    def join(self, registry, sub, last_id: str | None, budget: int | None,
+             names=None) -> None:
         """Loop thread of the broker. Subscribe the process to each channel (if new), then
         catch ``sub`` up on each (see _Join)."""
         self._registry = registry
-        position = _parse_id(last_id)
-        for name in sub.names:
+        positions = _positions(last_id, sub.names if names is None else names)
+        for name, position in positions.items():
             rc = self._remote(name)
             join = _Join(sub, name, position, budget)
+            if position is not None and position[0] == "*":
+                join.position, join.fresh = ("", position[1]), True
+            held = getattr(sub, "positions", None)
+            if held is not None and position is not None and position[1] >= 0:
+                held[name] = f"{position[0]}-{position[1]}"  # until its catch-up is done
             rc.joins.append(join)
             if position is None and rc.offset is None:
                 self._mark_start(rc, join)
@@ -504,6 +546,9 @@ class RedisBroker:
         if join.reset:
             eid = f"{rc.epoch}-{join.top}"
             first.append(self._event(rc.name, eid, "reset", eid))
+        positions = getattr(sub, "positions", None)
+        if positions is not None:  # a stream of several channels: where it is in this one
+            positions[rc.name] = f"{rc.epoch if rc.epoch is not None else '*'}-{join.top}"
         first += join.history
         seam = join.top
         first += [e for e in join.buffer
@@ -521,6 +566,15 @@ def broker_join_redis(broker: RedisBroker, registry: object, sub, last_id, budge
     broker.attach(sub.conn.server)
     broker._run(broker.join, registry, sub, last_id, budget)
     return None
+
+
+@broker_add.dispatch
+def broker_add_redis(broker: RedisBroker, registry: object, sub, name):
+    if name in sub.names:
+        return
+    sub.names.append(name)
+    broker.attach(sub.conn.server)
+    broker._run(broker.join, registry, sub, None, None, [name])
 
 
 @broker_leave.dispatch
