@@ -6,6 +6,7 @@ stalled is a 503 for a publish and never for anything else; Redis restarted empt
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 
@@ -69,6 +70,7 @@ class Reader:
     def _run(self, url, headers):
         try:
             with connect_sse(self.client, "GET", url, headers=headers) as source:
+                self.response = source.response
                 self.opened.set()
                 for sse in source.iter_sse():
                     self.events.append((sse.id, sse.event, sse.data))
@@ -86,6 +88,17 @@ class Reader:
         return self.events
 
     def close(self):
+        """Hang up now, as a browser closing its tab does: the server sees the close."""
+        response = getattr(self, "response", None)
+        if response is not None:
+            stream = response.extensions.get("network_stream")
+            sock = stream.get_extra_info("socket") if stream is not None else None
+            if sock is not None:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+        self.ended.wait(5)
         self.client.close()
 
 

@@ -10,7 +10,7 @@
 
 from .broker import (
     LOCAL, BrokerUnavailable, LocalBroker, Publication, broker_add, broker_join, broker_leave,
-    broker_publish,
+    broker_presence, broker_present, broker_publish,
 )
 from .channels import (
     END, Accepted, HEARTBEAT, Batch, Channel, Channels, End, Event, EventStream, Heartbeat, LongPoll,
@@ -26,4 +26,5 @@ __all__ = [
     "channels", "channel", "publish", "subscribe", "unsubscribe", "encode_event", "end_stream",
     "request_last_id", "Accepted", "Publication", "BrokerUnavailable", "LocalBroker", "LOCAL",
     "broker_publish", "broker_join", "broker_add", "broker_leave",
+    "broker_present", "broker_presence",
 ]

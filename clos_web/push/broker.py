@@ -11,6 +11,8 @@ on the broker's class:
   or a waiting long-poll) to its channels; return the events it must be sent first (missed
   ones, or ``reset``), or ``None`` when the broker sends them itself later.
 - :func:`broker_add` ``(broker, registry, sub, name)``: one more channel for a stream.
+- :func:`broker_present` ``(broker, registry, sub, name, joined)`` and :func:`broker_presence`
+  ``(broker, registry, name)``: presence, who reads a channel.
 - :func:`broker_leave` ``(broker, registry, name)``: the process has no subscriber of ``name``
   any more.
 
@@ -27,6 +29,7 @@ True
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Callable
 
@@ -34,6 +37,8 @@ import attrs
 
 from ..clos import generic
 from ..http import HTTPError
+
+log = logging.getLogger("clos_web.push")
 
 
 class BrokerUnavailable(HTTPError):
@@ -104,6 +109,38 @@ def broker_leave_local(broker: LocalBroker, registry: object, name):
     return None
 
 
+@generic
+def broker_present(broker, registry, sub, name, joined):
+    """Stream ``sub`` (with presence info) joined (``joined`` true) or left channel
+    ``name``: record it where presence is kept and, with the registry's
+    ``presence_events``, publish a ``join`` or ``leave`` event on the channel."""
+
+
+@broker_present.dispatch
+def broker_present_local(broker: LocalBroker, registry: object, sub, name, joined):
+    if registry.presence_events:
+        _announce(registry, name, "join" if joined else "leave", sub.client, sub.presence)
+
+
+def _announce(registry, name: str, kind: str, client: str, info) -> None:
+    """Publish a ``join``/``leave`` event: ``{"client": id, "info": info}``."""
+    from .channels import Message
+    try:
+        registry.publish(name, Message({"client": client, "info": info}, kind))
+    except Exception as exc:  # a stream that comes or goes is never refused for this
+        log.warning("announcing %s of %s on %r failed: %s", kind, client, name, exc)
+
+
+@generic
+def broker_presence(broker, registry, name):
+    """``{client id: info}`` of the streams reading ``name`` now, in every process."""
+
+
+@broker_presence.dispatch
+def broker_presence_local(broker: LocalBroker, registry: object, name):
+    return registry._presence_local(name)
+
+
 @attrs.define(slots=True, eq=False, repr=False)
 class Publication:
     """An event on its way to the broker: ``id`` once stored, ``error`` (an exception) if it
@@ -144,5 +181,6 @@ class Publication:
         fn(self)
 
 
-__all__ = ["broker_publish", "broker_join", "broker_add", "broker_leave", "LocalBroker",
+__all__ = ["broker_publish", "broker_join", "broker_add", "broker_leave", "broker_present",
+           "broker_presence", "LocalBroker",
            "LOCAL", "BrokerUnavailable", "Publication"]

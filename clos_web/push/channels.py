@@ -46,7 +46,7 @@ import attrs
 from . import sse
 from .broker import (
     LOCAL, BrokerUnavailable, Publication, broker_add, broker_join, broker_leave,
-    broker_publish,
+    broker_presence, broker_present, broker_publish,
 )
 from ..clos import generic
 from ..http import (
@@ -321,6 +321,8 @@ class Channels:
     history_bytes: int = 1 << 20
     max_bytes: int = 64 << 20
     broker: Any = None
+    presence_events: bool = False
+    presence_ttl: float = 30.0
     _channels: dict = attrs.field(factory=dict)
     _lock: Any = attrs.field(factory=threading.Lock)
     _seq: int = 0
@@ -399,6 +401,38 @@ class Channels:
         """The names of the channels that exist now (with subscribers or history)."""
         with self._lock:
             return list(self._channels)
+
+    def presence(self, name: str) -> dict:
+        """Who reads channel ``name`` now, in every process: ``{client id: info}`` for each
+        stream whose handler gave presence info (``EventStream(..., presence=info)``).
+
+        With a Redis broker it asks Redis (entries of a process that died age out within
+        ``presence_ttl`` seconds), so it waits: call it from another thread (a
+        ``blocking=True`` handler, the REPL), not on the loop, where it raises; on the loop,
+        streams learn presence from their ``presence`` snapshot and ``join``/``leave``
+        events (``presence_events=True``).
+
+        >>> Channels().presence("lobby")
+        {}
+        """
+        return broker_presence(self.backplane(), self, name)
+
+    def _presence_local(self, name: str) -> dict:
+        with self._lock:
+            ch = self._channels.get(name)
+            if ch is None:
+                return {}
+            return {sub.client: sub.presence for subs in ch.subs.values()
+                    for members in subs.batches.values() for sub in members.values()
+                    if getattr(sub, "client", None) is not None}
+
+    def _presence_event(self, kind: str, name: str, client: str, info) -> Event:
+        """A ``join``/``leave`` (``{"client", "info"}``) or ``presence`` snapshot event
+        (``{client: info}``, ``client`` ``None``) for one stream, with no id: it places no
+        client anywhere in the channel."""
+        data = json_text({"client": client, "info": info} if client is not None else info)
+        raw = sse.encode(data, kind)
+        return Event("", 0, name, kind, data, time.monotonic(), raw, sse.chunk(raw))
 
     def subscriber_count(self, name: str | None = None) -> int:
         """How many connections (streams and waiting polls) read ``name`` (or any channel)."""
@@ -996,6 +1030,7 @@ class EventStream:
     last_id: str | None = None
     registry: Channels | None = None
     headers: tuple = attrs.field(default=(), converter=_check_headers)
+    presence: Any = None
 
 
 @attrs.define(slots=True)
@@ -1038,6 +1073,8 @@ class Subscription:
     registry: Channels
     conn: Connection
     names: list
+    presence: Any = None       # what the handler says of this client (presence), if anything
+    client: str | None = None  # its presence id
     batch = SSEBatch  # what a fan-out writes to: many of these at once
 
     def __repr__(self) -> str:
@@ -1213,7 +1250,15 @@ def write_event_stream(obj: EventStream, conn: Connection):
     else:
         kind = RawSubscription if http10 else Subscription
     sub = kind(registry, conn, names)
-    first = registry._join(sub, last_id, _budget(server, conn)) or ()  # may refuse (503)
+    if obj.presence is not None:
+        sub.presence, sub.client = obj.presence, secrets.token_hex(6)
+    first = registry._join(sub, last_id, _budget(server, conn))  # may refuse (503)
+    if first is not None and sub.client is not None and registry.presence_events:
+        # the channels' presence now (this client included), before the live events
+        first = list(first) + [registry._presence_event("presence", name, None,
+                                                        registry._presence_local(name))
+                               for name in names]
+    first = first or ()
     # HTTP/1.1: chunked; HTTP/1.0: the stream ends when the connection closes
     head = http.head(200, block, chunked=True)
     retry = int((registry.retry + random.random() * registry.retry_jitter) * 1000)
@@ -1222,6 +1267,9 @@ def write_event_stream(obj: EventStream, conn: Connection):
     http.start_stream(sub, server.now)
     server.enqueue(conn, head + (body if http10 else sse.chunk(body)))
     server.resume_reading(conn, always=True)  # to notice the client leaving, whatever is queued
+    if sub.client is not None:
+        for name in names:
+            broker_present(registry.backplane(), registry, sub, name, True)
 
 
 @attrs.define(slots=True, frozen=True)
@@ -1284,7 +1332,11 @@ def _budget(server, conn: Connection | None = None) -> int:
 @close_stream.dispatch
 def close_stream_subscription(stream: Subscription, conn: Connection):
     names, stream.names = stream.names, []
-    stream.registry._remove(conn, names, conn.server)
+    registry = stream.registry
+    registry._remove(conn, names, conn.server)
+    if stream.client is not None:
+        for name in names:
+            broker_present(registry.backplane(), registry, stream, name, False)
 
 
 @attrs.define(slots=True, eq=False, repr=False)

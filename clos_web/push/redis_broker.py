@@ -42,6 +42,7 @@ A single id ``EPOCH-OFFSET`` resumes the channel whose epoch it names and resets
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 import zlib
@@ -53,7 +54,8 @@ import attrs
 
 from . import sse
 from .broker import (
-    BrokerUnavailable, Publication, broker_add, broker_join, broker_leave, broker_publish,
+    BrokerUnavailable, Publication, broker_add, broker_join, broker_leave, broker_presence,
+    broker_present, broker_publish,
 )
 from ..redis import RedisClient, RedisError, RedisPubSub, ReplyError
 
@@ -97,6 +99,71 @@ return {epoch, top, entries}
 """
 """KEYS: stream, meta. ARGV: the offset to read after, how many at most. Returns ``{epoch or
 nil, last offset, [[id, [field, value, ...]], ...]}``, read at one instant."""
+
+
+PRESENCE_SET = """
+local now = redis.call('TIME')
+now = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+if ARGV[2] == '' then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  return 0
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
+return 1
+"""
+"""KEYS: presence hash, expiry zset. ARGV: client, info JSON ('' removes it), TTL (ms), the
+keys' TTL (ms). Expiry times are Redis' own clock (no skew between machines)."""
+
+PRESENCE_REFRESH = """
+local now = redis.call('TIME')
+now = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+for i = 3, #ARGV do
+  redis.call('ZADD', KEYS[2], 'XX', now + tonumber(ARGV[1]), ARGV[i])
+end
+local gone = {}
+for _, client in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, 1000)) do
+  local info = redis.call('HGET', KEYS[1], client)
+  redis.call('HDEL', KEYS[1], client)
+  redis.call('ZREM', KEYS[2], client)
+  table.insert(gone, client)
+  table.insert(gone, info or 'null')
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+return gone
+"""
+"""KEYS: presence hash, expiry zset. ARGV: TTL (ms), keys' TTL (ms), this process's clients
+on the channel. Refreshes them; removes the expired (clients of a process that died) and
+returns them, ``[client, info, ...]``: the caller announces their ``leave``, once."""
+
+PRESENCE_READ = """
+local now = redis.call('TIME')
+now = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local out = {}
+for _, client in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], now, '+inf', 'LIMIT', 0,
+                                   tonumber(ARGV[1]))) do
+  local info = redis.call('HGET', KEYS[1], client)
+  if info then
+    table.insert(out, client)
+    table.insert(out, info)
+  end
+end
+return out
+"""
+"""KEYS: presence hash, expiry zset. ARGV: at most how many. ``[client, info, ...]`` of the
+entries not expired."""
+
+
+def _presence_keys(name: str) -> list:
+    return [f"clos_web:{{{name}}}:p", f"clos_web:{{{name}}}:z"]
+
+
+def _pairs(reply) -> dict:
+    return {reply[i].decode(): json.loads(reply[i + 1]) for i in range(0, len(reply) - 1, 2)}
 
 
 def _new_epoch() -> str:
@@ -204,7 +271,11 @@ class RedisBroker:
     pubsub: Any = None
     _registry: Any = None
     _remotes: dict = attrs.field(factory=dict)
+    max_presence: int = 10_000
     _held: list = attrs.field(factory=list)   # publishes made before the first connection
+    _present: dict = attrs.field(factory=dict)  # name -> {client: info} of this process
+    _early: list = attrs.field(factory=list)    # scripts waiting for the first connection
+    _refreshed: float = 0.0
     _up: bool = False                           # connected once
     _lock: threading.Lock = attrs.field(factory=threading.Lock)
 
@@ -229,6 +300,7 @@ class RedisBroker:
                                       on_connect=self._resubscribed)
         self.client.start()
         self.pubsub.start()
+        server.call_soon_threadsafe(server.add_sweeper, self._sweep)
         return self
 
     def close(self) -> None:
@@ -300,6 +372,22 @@ class RedisBroker:
 
         self.client.eval(stored, PUBLISH, _keys(name), args, timeout=self.timeout)
 
+    def _eval(self, callback, script: str, keys, args, timeout: float | None = None) -> None:
+        """Run ``script`` (loop thread); before the first connection it waits for it (up to
+        ``timeout``), so a process's first requests are not refused while it connects."""
+        if self._up or self.client.connected:
+            self.client.eval(callback, script, keys, args, timeout=timeout or self.timeout)
+            return
+        waiting = [callback, script, keys, args]
+        self._early.append(waiting)
+
+        def give_up():
+            if waiting in self._early:
+                self._early.remove(waiting)
+                callback(BrokerUnavailable(f"redis at {self.url} is unreachable"))
+
+        self.server.call_later(self.timeout, give_up)
+
     def _give_up(self, pub: Publication) -> None:
         for i, (held, _, _) in enumerate(self._held):
             if held is pub:
@@ -309,6 +397,9 @@ class RedisBroker:
 
     def _connected(self) -> None:
         self._up = True
+        early, self._early = self._early, []
+        for callback, script, keys, args in early:
+            self.client.eval(callback, script, keys, args, timeout=self.timeout)
         held, self._held = self._held, []
         for pub, name, args in held:
             self._send_publish(pub, name, args)
@@ -317,6 +408,85 @@ class RedisBroker:
         held, self._held = self._held, []
         for pub, _, _ in held:
             pub.settle(None, BrokerUnavailable(f"redis at {self.url} is unreachable: {exc}"))
+
+    # -- presence ----------------------------------------------------------------------------
+
+    def present(self, registry, name: str, client: str, info, joined: bool) -> None:
+        """Loop thread: record (or drop) ``client`` on ``name`` in Redis; announce it."""
+        self._registry = registry
+        mine = self._present.setdefault(name, {})
+        if joined:
+            mine[client] = info
+        else:
+            mine.pop(client, None)
+            if not mine:
+                del self._present[name]
+        ttl = int(registry.presence_ttl * 1000)
+        args = [client, json.dumps(info) if joined else "", ttl, 2 * ttl]
+        self._eval(self._presence_failed, PRESENCE_SET, _presence_keys(name), args,
+                         timeout=self.timeout)
+        if registry.presence_events:
+            from .broker import _announce
+            _announce(registry, name, "join" if joined else "leave", client, info)
+
+    def _presence_failed(self, reply) -> None:
+        if isinstance(reply, BaseException):
+            log.warning("presence not recorded: %s", reply)
+
+    def _sweep(self, now: float) -> None:
+        """Once a second: every third of the presence TTL, refresh this process's entries
+        and announce the ``leave`` of entries that expired (a process that died)."""
+        registry = self._registry
+        if registry is None or not self._present or not self.client.connected:
+            return
+        if now - self._refreshed < registry.presence_ttl / 3:
+            return
+        self._refreshed = now
+        ttl = int(registry.presence_ttl * 1000)
+        for name, mine in self._present.items():
+            def done(reply, name=name):
+                if isinstance(reply, BaseException):
+                    log.warning("presence of %r not refreshed: %s", name, reply)
+                elif reply and registry.presence_events:
+                    from .broker import _announce
+                    for client, info in _pairs(reply).items():
+                        _announce(registry, name, "leave", client, info)
+
+            self._eval(done, PRESENCE_REFRESH, _presence_keys(name),
+                             [ttl, 2 * ttl, *mine], timeout=self.timeout)
+
+    def presence(self, name: str) -> dict:
+        if self.server is None:
+            from ..loop.server import current_loop
+            if current_loop() is not None:
+                self.attach(current_loop())
+            else:
+                raise RuntimeError("this RedisBroker runs in no server's loop yet: call "
+                                   "broker.attach(server) first")
+        if self._on_loop():
+            raise RuntimeError("presence() waits for Redis: call it from another thread (a "
+                               "blocking=True handler), or follow the channel's presence "
+                               "events on a stream")
+        try:
+            reply = self.client.submit_eval(PRESENCE_READ, _presence_keys(name),
+                                            [self.max_presence], timeout=self.timeout
+                                            ).result(self.timeout + 1)
+        except Exception as exc:
+            raise BrokerUnavailable(f"presence of {name!r} unknown: {exc}") from None
+        return _pairs(reply)
+
+    def _snapshot(self, registry, sub, name: str) -> None:
+        """Send stream ``sub`` the ``presence`` of ``name`` (once it is live there)."""
+        def done(reply):
+            if isinstance(reply, BaseException):
+                log.warning("presence of %r not sent: %s", name, reply)
+                return
+            if not sub.conn.closed and name in sub.names:
+                event = registry._presence_event("presence", name, None, _pairs(reply))
+                registry._live(sub, name, [event])
+
+        self._eval(done, PRESENCE_READ, _presence_keys(name), [self.max_presence],
+                         timeout=self.timeout)
 
     # -- joining -----------------------------------------------------------------------------
 
@@ -401,7 +571,7 @@ class RedisBroker:
                     self._read_for(rc, join)
             self._settle_joins(rc)
 
-        self.client.eval(done, READ, _keys(rc.name), [after or 0, count], timeout=self.timeout)
+        self._eval(done, READ, _keys(rc.name), [after or 0, count], timeout=self.timeout)
 
     def _entries(self, entries) -> list:
         out = []
@@ -487,7 +657,7 @@ class RedisBroker:
                 self._read_for(rc, join)
                 self._settle_joins(rc)
 
-        self.client.eval(done, READ, _keys(rc.name), [0, 0], timeout=self.timeout)
+        self._eval(done, READ, _keys(rc.name), [0, 0], timeout=self.timeout)
 
     def _read_for(self, rc: _Remote, join: _Join) -> None:
         """The history ``join`` needs: after its offset, when its id names this channel."""
@@ -522,7 +692,7 @@ class RedisBroker:
                 join.top = top
             self._settle_joins(rc)
 
-        self.client.eval(done, READ, _keys(rc.name),
+        self._eval(done, READ, _keys(rc.name),
                          [position[1], max(registry.history, 0)], timeout=self.timeout)
 
     def _settle_joins(self, rc: _Remote) -> None:
@@ -553,7 +723,10 @@ class RedisBroker:
         seam = join.top
         first += [e for e in join.buffer
                   if e.event == "reset" or int(e.id.rpartition("-")[2]) > seam]
-        self._registry._live(sub, rc.name, first)
+        registry = self._registry
+        registry._live(sub, rc.name, first)
+        if registry.presence_events and getattr(sub, "client", None) is not None:
+            self._snapshot(registry, sub, rc.name)
 
 
 @broker_publish.dispatch
@@ -575,6 +748,17 @@ def broker_add_redis(broker: RedisBroker, registry: object, sub, name):
     sub.names.append(name)
     broker.attach(sub.conn.server)
     broker._run(broker.join, registry, sub, None, None, [name])
+
+
+@broker_present.dispatch
+def broker_present_redis(broker: RedisBroker, registry: object, sub, name, joined):
+    broker.attach(sub.conn.server)
+    broker._run(broker.present, registry, name, sub.client, sub.presence, joined)
+
+
+@broker_presence.dispatch
+def broker_presence_redis(broker: RedisBroker, registry: object, name):
+    return broker.presence(name)
 
 
 @broker_leave.dispatch
