@@ -25,9 +25,12 @@ When the map is out of date, Redis says so and the command is sent once more whe
 ``MOVED slot host:port`` (the slot has a new owner: the map is fixed for that slot at once and
 read again in full) or ``ASK slot host:port`` (the slot is being migrated and this key is
 already there: ``ASKING`` then the command, on that node, once). Only one redirect is followed
-per call, within the call's original ``timeout``. When a master goes away its client reconnects
-by itself (as every :class:`RedisClient` does), calls routed to it fail at once with
-:class:`~clos_web.redis.client.RedisUnavailable` meanwhile, and the map is read again (at once,
+per call, within the call's original ``timeout``. Until every master has been connected once,
+calls made wait for that (each within its ``timeout``, at most ``max_pending`` of them), so a
+command sent just after :meth:`~RedisCluster.start` is not lost to the start-up. When a master
+goes away later its client reconnects by itself (as every :class:`RedisClient` does), calls
+routed to it fail at once with :class:`~clos_web.redis.client.RedisUnavailable` meanwhile, and
+the map is read again (at once,
 then every second while any master is down: a replica may have taken over). ``connected`` is
 true while every master's client is; ``on_connect()`` is called when they all are (at start,
 after a master came back, after a new map changed the masters), ``on_disconnect(exc)`` when one
@@ -48,6 +51,7 @@ Not here: reading from replicas, and commands whose keys span slots (Redis answe
 from __future__ import annotations
 
 import binascii
+import collections
 import concurrent.futures
 import logging
 import threading
@@ -57,7 +61,8 @@ from typing import Any, Callable
 import attrs
 
 from .client import (
-    RedisAddress, RedisClient, RedisPubSub, RedisUnavailable, _future_callback,
+    RedisAddress, RedisClient, RedisPubSub, RedisTimeout, RedisUnavailable, _deliver,
+    _future_callback,
 )
 from .resp import DEFAULT_MAX_REPLY, ReplyError, _arg, encode_command
 
@@ -269,6 +274,8 @@ class RedisCluster:
     _timer: bool = attrs.field(default=False, init=False)
     _fails: int = attrs.field(default=0, init=False)
     _announced: bool = attrs.field(default=False, init=False)
+    _early: collections.deque = attrs.field(factory=collections.deque, init=False)  # waiting
+    _ever_up: bool = attrs.field(default=False, init=False)
     _started: bool = attrs.field(default=False, init=False)
     _closed: bool = attrs.field(default=False, init=False)
     _loop_ident: int | None = attrs.field(default=None, init=False)
@@ -329,6 +336,12 @@ class RedisCluster:
             done.wait(5)
 
     def _close_now(self, done: threading.Event | None = None) -> None:
+        early, self._early = self._early, collections.deque()
+        for entry in early:
+            if entry[0] is not None:
+                _deliver(entry[0], RedisUnavailable(f"redis cluster {self.seeds[0].hostport}: "
+                                                    f"the client is closed"))
+                entry[0] = None
         clients = list(self._nodes.values())
         if self._seeding is not None:
             clients.append(self._seeding)
@@ -463,6 +476,16 @@ class RedisCluster:
         if self._announced or self._closed or not self.connected:
             return
         self._announced = True
+        if not self._ever_up:  # the calls made during the start go now, in order
+            self._ever_up = True
+            early, self._early = self._early, collections.deque()
+            now = self.server.now
+            for entry in early:
+                callback, slot, send, deadline = entry
+                if callback is not None:
+                    entry[0] = None
+                    self._route(callback, slot, send,
+                                None if deadline is None else max(deadline - now, 0.001))
         if self.on_connect is not None:
             try:
                 self.on_connect()
@@ -507,6 +530,8 @@ class RedisCluster:
 
     def _route(self, callback: Callable, slot: int | None, send: Callable,
                timeout: float | None) -> bool:
+        if not self._ever_up and not self._closed:
+            return self._wait_for_start(callback, slot, send, timeout)
         node = self._for_slot(slot)
         if node is None:
             why = ("the slot map is not known yet" if self._slots is None else
@@ -527,6 +552,35 @@ class RedisCluster:
             callback(reply)
 
         return send(node, on_reply, timeout, False)
+
+    def _wait_for_start(self, callback: Callable, slot: int | None, send: Callable,
+                        timeout: float | None) -> bool:
+        early = self._early
+        while early and early[0][0] is None:
+            early.popleft()
+        if len(early) >= self.max_pending:
+            self.server.call_soon_threadsafe(callback, RedisUnavailable(
+                f"redis cluster {self.seeds[0].hostport}: backlog full ({len(early)} calls "
+                f"wait for the first connection)"))
+            return False
+        entry = [callback, slot, send, None if timeout is None else self.server.now + timeout]
+        early.append(entry)
+        if timeout is not None:
+            self.server.call_later(timeout, self._expire, entry, timeout)
+        return True
+
+    def _expire(self, entry: list, timeout: float) -> None:
+        callback = entry[0]
+        if callback is not None:
+            entry[0] = None
+            _deliver(callback, RedisTimeout(f"redis cluster {self.seeds[0].hostport}: not "
+                                            f"connected within {timeout} s ({self._why()})"))
+
+    def _why(self) -> str:
+        if self._slots is None:
+            return "the slot map is not known yet"
+        down = [c.address.hostport for c in self._nodes.values() if not c.connected]
+        return f"masters not connected: {', '.join(down)}" if down else "connecting"
 
     def _follow(self, redirect: Redirect, origin: RedisClient, callback: Callable,
                 send: Callable, deadline: float | None) -> None:
