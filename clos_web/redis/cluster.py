@@ -513,7 +513,8 @@ class RedisCluster:
         key = (host, port)
         client = self._nodes.get(key)
         if client is None:
-            client = self._nodes[key] = self._client(host, port)
+            client = self._client(host, port)
+            self._nodes = {**self._nodes, key: client}  # new dict: other threads iterate it
             client.start()
         return client
 
