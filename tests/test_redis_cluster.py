@@ -6,6 +6,7 @@ during a slot migration, a master lost and back, and RedisBroker's resume tests 
 from __future__ import annotations
 
 import collections
+import socket
 import time
 import uuid
 
@@ -187,7 +188,7 @@ def test_set_and_get_are_routed_to_the_master_of_each_key(make, nodes):
 
 
 def test_a_dead_seed_is_passed_over(make, nodes):
-    with __import__("socket").socket() as s:
+    with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         dead = s.getsockname()[1]  # nothing listens there once closed
     client = started(make(url_of(nodes[:1], f"127.0.0.1:{dead}"), connect_timeout=0.3))
@@ -200,7 +201,7 @@ def test_calls_made_at_start_wait_for_the_masters_within_their_timeout(make, nod
     futures = [client.submit("SET", f"early:{i}", i) for i in range(50)]
     assert [f.result(WAIT) for f in futures] == [b"OK"] * 50
     # nothing listens on the seed: a call waits its timeout, then fails (never hangs)
-    with __import__("socket").socket() as s:
+    with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         dead = s.getsockname()[1]
     lonely = make(f"redis+cluster://127.0.0.1:{dead}", connect_timeout=0.2).start()
