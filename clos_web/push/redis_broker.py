@@ -58,6 +58,7 @@ from .broker import (
     broker_present, broker_publish,
 )
 from ..redis import RedisClient, RedisError, RedisPubSub, ReplyError
+from ..redis.cluster import make_client, make_pubsub
 
 log = logging.getLogger("clos_web.push.redis")
 
@@ -293,9 +294,9 @@ class RedisBroker:
             if self.server is not None:
                 return self
             self.server = server
-            self.client = RedisClient(server, self.url, on_connect=self._connected,
+            self.client = make_client(server, self.url, on_connect=self._connected,
                                       on_disconnect=self._disconnected)
-            self.pubsub = RedisPubSub(server, self.url, on_message=self._message,
+            self.pubsub = make_pubsub(server, self.url, on_message=self._message,
                                       on_subscribed=self._subscribed,
                                       on_connect=self._resubscribed)
         self.client.start()
