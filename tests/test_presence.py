@@ -122,10 +122,10 @@ def test_the_clients_of_a_process_that_died_age_out_and_leave(redis):
         alice = Reader(a.base, "/room/hall?user=alice")
         _wait_for(lambda: _users(alice.events, "presence"))
         # a client of a process that died: its entry is never refreshed again
-        redis.command("HSET", "clos_web:{hall}:p", "ghost", json.dumps({"user": "ghost"}))
+        redis.command("HSET", "clos_web:{#hall}:p", "ghost", json.dumps({"user": "ghost"}))
         t = redis.command("TIME")
         now_ms = int(t[0]) * 1000 + int(t[1]) // 1000
-        redis.command("ZADD", "clos_web:{hall}:z", now_ms + 300, "ghost")
+        redis.command("ZADD", "clos_web:{#hall}:z", now_ms + 300, "ghost")
         assert "ghost" in _who(a, "hall").values()
         _wait_for(lambda: any(j["info"]["user"] == "ghost"
                               for j in _users(alice.events, "leave")), timeout=5)

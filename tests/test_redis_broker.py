@@ -291,3 +291,13 @@ def test_a_stream_subscribed_to_one_more_channel_at_run_time_gets_its_events(nod
     assert _publish(b, "first", "f1").status_code == 202
     assert sorted(d for _, _, d in reader.wait(2)) == ["f1", "s1"]
     reader.close()
+
+
+@pytest.mark.parametrize("name", ["", "}", "}x", "a}b", "{", "{a}", "room-1", "é"])
+def test_a_channels_keys_share_one_cluster_slot_whatever_its_name(name):
+    from clos_web.push.redis_broker import _keys, _presence_keys
+    from clos_web.redis.cluster import key_slot
+
+    keys = _keys(name) + _presence_keys(name)
+    assert len({key_slot(k.encode()) for k in keys}) == 1
+    assert len(set(keys)) == 4

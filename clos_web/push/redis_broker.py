@@ -5,13 +5,14 @@
     registry = Channels(broker=RedisBroker("redis://127.0.0.1:6379/0"))
     # or: CLOS_WEB_REDIS=redis://... (python -m clos_web --redis URL), and Channels() as ever
 
-What Redis holds, per channel ``NAME`` (both keys share the hash tag ``{NAME}``, so they live
-on one Redis Cluster node, and no script touches two channels' keys):
+What Redis holds, per channel ``NAME`` (its keys share the hash tag ``{#NAME}``, never empty,
+so they live on one Redis Cluster node, and no script touches two channels' keys; presence
+has two more, ``:p`` and ``:z``):
 
-- ``clos_web:{NAME}:m``, a hash: ``e`` the channel's *epoch* (random, made by the first
+- ``clos_web:{#NAME}:m``, a hash: ``e`` the channel's *epoch* (random, made by the first
   publish) and ``o`` its last *offset* (1, 2, 3, ...). It expires ``meta_ttl`` seconds after the
   last publish.
-- ``clos_web:{NAME}:s``, a stream capped at ``history`` entries whose ids are the offsets
+- ``clos_web:{#NAME}:s``, a stream capped at ``history`` entries whose ids are the offsets
   (``17-0``); it expires ``max_age`` seconds after the last publish.
 
 One Lua script per publish (:data:`PUBLISH`, as Centrifugo's ``broker_history_add_stream``)
@@ -57,7 +58,6 @@ from .broker import (
     BrokerUnavailable, Publication, broker_add, broker_join, broker_leave, broker_presence,
     broker_present, broker_publish,
 )
-from ..redis import RedisClient, RedisError, RedisPubSub, ReplyError
 from ..redis.cluster import make_client, make_pubsub
 
 log = logging.getLogger("clos_web.push.redis")
@@ -160,7 +160,7 @@ entries not expired."""
 
 
 def _presence_keys(name: str) -> list:
-    return [f"clos_web:{{{name}}}:p", f"clos_web:{{{name}}}:z"]
+    return [f"clos_web:{{#{name}}}:p", f"clos_web:{{#{name}}}:z"]
 
 
 def _pairs(reply) -> dict:
@@ -173,7 +173,10 @@ def _new_epoch() -> str:
 
 
 def _keys(name: str) -> list:
-    return [f"clos_web:{{{name}}}:s", f"clos_web:{{{name}}}:m"]
+    # the hash tag is "#NAME" up to a "}" in it: never empty, so a channel's keys always
+    # share a Redis Cluster slot (an empty tag, as "{}" or a name starting with "}", would
+    # hash each whole key on its own); the mapping from name to key stays one-to-one
+    return [f"clos_web:{{#{name}}}:s", f"clos_web:{{#{name}}}:m"]
 
 
 def _parse_id(text: str | None):
@@ -254,7 +257,8 @@ class _Join:
 
 @attrs.define(slots=True, eq=False, repr=False)
 class RedisBroker:
-    """The Redis broker (see the module docstring). ``url``: ``redis://[:password@]host:port/db``.
+    """The Redis broker (see the module docstring). ``url``: ``redis://[:password@]host:port/db``,
+    or ``redis+cluster://[:password@]host:port[,host:port...]`` for a Redis Cluster (seed nodes).
 
     ``timeout`` bounds each Redis call (a publish not stored within it is a 503);
     ``meta_ttl`` is how long (seconds) a channel's epoch and offset outlive its last publish.
@@ -650,7 +654,9 @@ class RedisBroker:
 
         def done(reply):
             join.reading = False
-            if not isinstance(reply, BaseException):
+            if isinstance(reply, BaseException):
+                join.reset = True  # its place is unknown: live from now, after a reset
+            else:
                 epoch, top, _ = reply
                 join.position = (epoch.decode() if epoch is not None else "", top)
                 join.fresh = epoch is None
@@ -666,7 +672,7 @@ class RedisBroker:
         if position is None or (rc.epoch is not None and position[0] != rc.epoch
                                 and not join.fresh):
             # no id (live from here), or one of another channel or epoch
-            join.reset = position is not None
+            join.reset = join.reset or position is not None
             join.top = rc.offset
             join.history = []
             return
