@@ -80,6 +80,18 @@ def test_two_players_in_two_browsers_share_one_table(serve):
             b.wait_for_selector("#seats .seat.mine:has-text('Bob')")
             a.wait_for_selector("#seats .seat:has-text('Bob')")
 
+            # presence: both players show as online; a visitor who only watches is counted,
+            # and leaves the count when the page closes
+            a.wait_for_selector("#online:has-text('online: Ada, Bob')")
+            c = browser.new_context(viewport=size).new_page()
+            c.set_default_timeout(8_000)
+            c.goto(f"{server.url}/t/{table_id}")
+            c.wait_for_selector("#live-table.on")
+            a.wait_for_selector("#online:has-text('1 watching')")
+            c.wait_for_selector("#online:has-text('online: Ada, Bob')")
+            c.close()
+            a.wait_for_selector("#online:has-text('0 watching')")
+
             # A draws three cards: tap the deck, press Draw
             a.click("#felt .stack .card")
             for n in (1, 2, 3):

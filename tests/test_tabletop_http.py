@@ -82,13 +82,17 @@ def strict_json(data: bytes):
     return json.loads(data.decode("utf-8"), parse_constant=_no_constants)
 
 
-def read_event(stream) -> dict:
-    """One SSE event as a dict of its fields (comments skipped)."""
+PRESENCE = ("presence", "join", "leave")  # who is at the table: read_presence reads them
+
+
+def read_event(stream, presence: bool = False) -> dict:
+    """One SSE event as a dict of its fields (comments skipped; presence events too, unless
+    ``presence``)."""
     fields = {}
     while True:
         line = stream.readline().decode("utf-8").rstrip("\n")
         if line == "":
-            if "data" in fields:
+            if "data" in fields and (presence or fields.get("event") not in PRESENCE):
                 return fields
             fields = {}
             continue
@@ -349,3 +353,32 @@ def test_python_dash_m_examples_tabletop_serves_the_demo():
         proc.terminate()
         proc.wait(5)
         proc.stdout.close()
+
+
+def test_a_table_stream_says_who_is_there(server, table, tt):
+    """Presence: a stream starts with who is at the table, then hears who comes and goes,
+    seated players by name, watchers counted; the registry knows it too."""
+    table_id, ada, bob = table
+    path = f"/api/tables/{table_id}"
+    first = ada.stream(path + "/events")
+    snapshot = read_event(first, presence=True)
+    assert snapshot["event"] == "presence"
+    (info,) = json.loads(snapshot["data"]).values()
+    assert info == {"name": "Ada", "player": ada.id, "seated": True}
+    watcher = Player(server)
+    watching = watcher.stream(path + "/events")
+    joins = []
+    while not joins or json.loads(joins[-1]["data"])["info"]["player"] is not None:
+        event = read_event(first, presence=True)
+        if event["event"] == "join":  # Ada's own join comes first, then the watcher's
+            joins.append(event)
+    assert json.loads(joins[-1]["data"])["info"] == {"name": None, "player": None,
+                                                     "seated": False}
+    present = tt.channels.presence(f"table-{table_id}")
+    assert sorted(i["seated"] for i in present.values()) == [False, True]
+    watching.close()
+    left = read_event(first, presence=True)
+    while left["event"] != "leave":
+        left = read_event(first, presence=True)
+    assert json.loads(left["data"])["info"]["seated"] is False
+    first.close()

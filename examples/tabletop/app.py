@@ -37,7 +37,8 @@ from typing import Annotated, Literal
 import attrs
 
 from clos_web import (
-    App, Channels, Connection, Length, MemorySessions, Message, Range, Request, Response,
+    App, Channels, Connection, EventStream, Length, MemorySessions, Message, Range, Request,
+    Response,
     Session, StaticFiles, channel, csrf_guard, encode_event, error_response, parse_param,
     respond, write,
 )
@@ -320,7 +321,7 @@ def tabletop(game: Game | None = None, *, history: int = 500, max_age: float = 1
     app = TabletopApp(sessions=MemorySessions(idle_timeout=24 * 3600, max_sessions=10_000))
     registry = channels if channels is not None else Channels(
         history=history, max_age=max_age, heartbeat=15.0, retry=retry, retry_jitter=1.0,
-        max_channels=20_000)
+        max_channels=20_000, presence_events=True)
     tt = Tabletop(game, registry, app)
     files = StaticFiles(STATIC)
     TableP = TableOf[game]
@@ -392,12 +393,17 @@ def tabletop(game: Game | None = None, *, history: int = 500, max_age: float = 1
     @app.get("/api/tables/{table}/events")
     @channel(registry)
     def table_events(table: TableP, session: Session | None):
-        """The table's public moves, and the caller's own hand if they hold a seat."""
+        """The table's public moves, and the caller's own hand if they hold a seat. The
+        stream is present at the table (who is online, who watches): a ``presence`` snapshot,
+        then ``join`` and ``leave`` events."""
         names = [f"table-{table.id}"]
         player = player_of(session)
-        if table.seat_of(player) is not None:
+        seat = table.seat_of(player)
+        if seat is not None:
             names.append(hand_channel(table, player))
-        return names
+        info = {"name": player.name if player is not None else None,
+                "player": player.id if player is not None else None, "seated": seat is not None}
+        return EventStream(names, registry=registry, presence=info)
 
     @app.get("/api/tables/{table}/hands/{player_id}/events")
     @channel(registry)

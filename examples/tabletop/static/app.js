@@ -226,6 +226,33 @@ function connect() {
       handle({ type, id: e.lastEventId, data: e.data });
     });
   }
+  // presence: who is online here (a snapshot on each connection, then joins and leaves)
+  view.present = new Map();
+  source.addEventListener("presence", (e) => {
+    if (view.source !== source) return;
+    for (const [client, info] of Object.entries(JSON.parse(e.data))) view.present.set(client, info);
+    renderPresence();
+  });
+  for (const type of ["join", "leave"]) {
+    source.addEventListener(type, (e) => {
+      if (view.source !== source) return;
+      const { client, info } = JSON.parse(e.data);
+      if (type === "join") view.present.set(client, info); else view.present.delete(client);
+      renderPresence();
+    });
+  }
+}
+
+function renderPresence() {
+  const players = new Map();  // one name per player, however many tabs they have open
+  let watching = 0;
+  for (const info of view.present.values()) {
+    if (info.seated) players.set(info.player, info.name);
+    else watching += 1;
+  }
+  const names = [...players.values()].sort();
+  $("#online").textContent = (names.length ? `online: ${names.join(", ")}` : "nobody seated online")
+    + ` · ${watching} watching`;
 }
 
 function handle(e) {
