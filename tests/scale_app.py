@@ -10,16 +10,19 @@ imported, so ``registry`` below stores its events in Redis and every worker deli
 - ``GET /sub/NAME``: an SSE stream of channel NAME (honours ``Last-Event-ID``)
 - ``POST /pub/NAME``: publishes the body (UTF-8) on NAME; ``202`` with the event id once Redis
   stored it, ``503`` when it could not be stored
+- ``GET /board?user=U``: a page where each user's moves and who is on the page show live
+  (``GET /room/NAME?user=U``: an SSE stream present on NAME with ``{"user": U}``; ``POST
+  /move/NAME``: publish a move); the browser test opens it on two processes
 """
 
 from __future__ import annotations
 
 import os
 
-from clos_web import Accepted, App, BadRequest, Channels, Response, channel
+from clos_web import Accepted, App, BadRequest, Channels, EventStream, Message, Response, channel
 
 app = App()
-registry = Channels(heartbeat=1.0)
+registry = Channels(heartbeat=1.0, presence_events=True)
 
 HELLO = Response(b"Hello, World!", content_type="text/plain")
 
@@ -50,3 +53,54 @@ def pub(request, name: str):
     except UnicodeDecodeError:
         raise BadRequest(reason="the event data must be UTF-8") from None
     return Accepted(registry.publish(name, data))
+
+
+BOARD = """<!doctype html>
+<meta charset="utf-8"><title>board</title>
+<ul id="who"></ul><ol id="moves"></ol>
+<form id="f"><input id="text" name="text"><button>move</button></form>
+<script>
+const user = new URLSearchParams(location.search).get("user");
+const present = new Map();
+function who() {
+  document.getElementById("who").innerHTML = "";
+  for (const name of [...new Set([...present.values()].map((i) => i.user))].sort()) {
+    const li = document.createElement("li"); li.textContent = name;
+    document.getElementById("who").append(li);
+  }
+}
+const source = new EventSource(`/room/board?user=${encodeURIComponent(user)}`);
+source.onopen = () => document.body.dataset.live = "yes";
+source.addEventListener("presence", (e) => {
+  present.clear();
+  for (const [c, i] of Object.entries(JSON.parse(e.data))) present.set(c, i);
+  who();
+});
+source.addEventListener("join", (e) => { const j = JSON.parse(e.data); present.set(j.client, j.info); who(); });
+source.addEventListener("leave", (e) => { present.delete(JSON.parse(e.data).client); who(); });
+source.addEventListener("move", (e) => {
+  const li = document.createElement("li"); li.textContent = e.data;
+  document.getElementById("moves").append(li);
+});
+document.getElementById("f").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const text = document.getElementById("text").value;
+  await fetch("/move/board", {method: "POST", body: `${user}: ${text}`});
+});
+</script>
+"""
+
+
+@app.get("/board")
+def board():
+    return Response(BOARD, content_type="text/html")
+
+
+@app.get("/room/{name}")
+def room(name: str, user: str):
+    return EventStream([name], registry=registry, presence={"user": user})
+
+
+@app.post("/move/{name}")
+def move(request, name: str):
+    return Accepted(registry.publish(name, Message(request.body.decode("utf-8"), "move")))
