@@ -301,3 +301,38 @@ def test_a_channels_keys_share_one_cluster_slot_whatever_its_name(name):
     keys = _keys(name) + _presence_keys(name)
     assert len({key_slot(k.encode()) for k in keys}) == 1
     assert len(set(keys)) == 4
+
+
+def test_a_subscriber_too_far_behind_in_its_catch_up_is_reset_from_where_the_process_is(
+        monkeypatch):
+    """The live events kept for a subscriber still catching up are bounded: past the bound it
+    is sent reset at the process's position, never a silent gap (no Redis needed here)."""
+    from clos_web.push import redis_broker as rb
+
+    monkeypatch.setattr(rb, "_MAX_WAITING", 3)
+    got = []
+
+    class Registry:
+        presence_events = False
+
+        def _deliver(self, ev):
+            pass
+
+        def _live(self, sub, name, first):
+            got.extend(first)
+
+    class Sub:
+        names = ["c"]
+        conn = type("C", (), {"closed": False})()
+
+    broker = rb.RedisBroker("redis://127.0.0.1:1/0")
+    broker._registry = Registry()
+    rc = broker._remote("c")
+    rc.epoch, rc.offset = "ep", 10
+    join = rb._Join(Sub(), "c", ("ep", 10), None, top=12, history=[])
+    rc.joins.append(join)
+    for offset in range(11, 17):
+        broker._deliver(rc, offset, None, f"m{offset}")
+    assert join.overflow and len(join.buffer) == 3
+    broker._settle_joins(rc)
+    assert [(e.event, e.id) for e in got] == [("reset", "ep-16")]

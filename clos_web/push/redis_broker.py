@@ -49,6 +49,7 @@ import secrets
 import zlib
 import threading
 import time
+from collections import deque
 from typing import Any
 
 import attrs
@@ -159,6 +160,11 @@ return out
 entries not expired."""
 
 
+# At most this many pub/sub messages wait behind a gap or a synchronisation, and this many
+# live events wait in one subscriber's catch-up (past it the subscriber is sent reset).
+_MAX_WAITING = 10_000
+
+
 def _presence_keys(name: str) -> list:
     return [f"clos_web:{{#{name}}}:p", f"clos_web:{{#{name}}}:z"]
 
@@ -233,7 +239,7 @@ class _Remote:
     offset: int | None = None
     subscribed: bool = False
     syncing: bool = False      # a READ for this channel's own state is on its way
-    waiting: list = attrs.field(factory=list)  # (epoch, offset, etype, data) not yet in order
+    waiting: deque = attrs.field(factory=deque)  # (epoch, offset, etype, data) not in order yet
     joins: list = attrs.field(factory=list)    # _Join waiting for subscription or catch-up
 
 
@@ -253,6 +259,7 @@ class _Join:
     reset: bool = False
     reading: bool = False
     fresh: bool = False       # the channel had no epoch when the client came: all of the next
+    overflow: bool = False    # more live events came meanwhile than the buffer keeps
 
 
 @attrs.define(slots=True, eq=False, repr=False)
@@ -604,9 +611,17 @@ class RedisBroker:
         # its old id, which a reconnect resets again)
         position = f"{epoch}-{offset}" if epoch is not None else ""
         ev = self._event(rc.name, position, "reset", position, epoch is not None)
-        for join in rc.joins:
-            join.buffer.append(ev)
+        self._buffer(rc, ev)
         self._registry._deliver(ev)
+
+    def _buffer(self, rc: _Remote, ev) -> None:
+        """Keep ``ev`` for the subscribers still catching up on ``rc`` (bounded: one that
+        falls too far behind will be sent ``reset`` instead)."""
+        for join in rc.joins:
+            if len(join.buffer) < _MAX_WAITING:
+                join.buffer.append(ev)
+            else:
+                join.overflow = True
 
     def _event(self, name: str, eid: str, etype: str | None, data: str, with_id: bool = True):
         from .channels import Event, _event_size
@@ -618,8 +633,7 @@ class RedisBroker:
     def _deliver(self, rc: _Remote, offset: int, etype: str | None, data: str) -> None:
         rc.offset = offset
         ev = self._event(rc.name, f"{rc.epoch}-{offset}", etype, data)
-        for join in rc.joins:
-            join.buffer.append(ev)
+        self._buffer(rc, ev)
         self._registry._deliver(ev)
 
     def _message(self, channel: bytes, payload: bytes) -> None:
@@ -628,6 +642,9 @@ class RedisBroker:
         if rc is None:
             return
         epoch, offset, etype, data = payload.decode().split("\n", 3)
+        if len(rc.waiting) >= _MAX_WAITING:
+            # bounded: what is dropped here is in the stream, and the gap after it reads it
+            rc.waiting.clear()
         rc.waiting.append((epoch, int(offset), etype or None, data))
         if rc.offset is not None and not rc.syncing:
             self._drain_waiting(rc)
@@ -642,7 +659,7 @@ class RedisBroker:
             if epoch != rc.epoch or offset > rc.offset + 1:
                 self._sync(rc)  # what is missing comes from the stream, then the rest
                 return
-            waiting.pop(0)
+            waiting.popleft()
             if offset == rc.offset + 1:
                 self._deliver(rc, offset, etype, data)
 
@@ -720,14 +737,16 @@ class RedisBroker:
         if getattr(sub, "last_id", None) == "" and rc.epoch is not None:
             sub.last_id = f"{rc.epoch}-{join.top}"  # a poll with no id waits from here
         first = []
+        seam = join.top
+        if join.overflow:  # too far behind: reload, from where the process is now
+            seam, join.reset, join.history, join.buffer = rc.offset, True, [], []
         if join.reset:
-            eid = f"{rc.epoch}-{join.top}"
+            eid = f"{rc.epoch}-{seam}"
             first.append(self._event(rc.name, eid, "reset", eid))
         positions = getattr(sub, "positions", None)
         if positions is not None:  # a stream of several channels: where it is in this one
-            positions[rc.name] = f"{rc.epoch if rc.epoch is not None else '*'}-{join.top}"
+            positions[rc.name] = f"{rc.epoch if rc.epoch is not None else '*'}-{seam}"
         first += join.history
-        seam = join.top
         first += [e for e in join.buffer
                   if e.event == "reset" or int(e.id.rpartition("-")[2]) > seam]
         registry = self._registry

@@ -38,10 +38,10 @@ import attrs
 
 from clos_web import (
     App, Channels, Connection, EventStream, Length, MemorySessions, Message, Range, Request,
-    Response,
-    Session, StaticFiles, channel, csrf_guard, encode_event, error_response, parse_param,
-    respond, write,
+    Response, Session, StaticFiles, channel, csrf_guard, encode_event, error_response,
+    parse_param, respond, write,
 )
+from clos_web.push import LOCAL
 
 from .game import (
     MAX_CHAT_TEXT, MAX_DICE, MAX_SEATS, MAX_TABLE_NAME, Change, ChatLine, Game,
@@ -321,7 +321,11 @@ def tabletop(game: Game | None = None, *, history: int = 500, max_age: float = 1
     app = TabletopApp(sessions=MemorySessions(idle_timeout=24 * 3600, max_sessions=10_000))
     registry = channels if channels is not None else Channels(
         history=history, max_age=max_age, heartbeat=15.0, retry=retry, retry_jitter=1.0,
-        max_channels=20_000, presence_events=True)
+        max_channels=20_000, presence_events=True,
+        # the game and the sessions live in this process's memory, so its channels do too
+        # (one registry-wide id places a client in all of them): one process, whatever
+        # CLOS_WEB_REDIS says
+        broker=LOCAL)
     tt = Tabletop(game, registry, app)
     files = StaticFiles(STATIC)
     TableP = TableOf[game]
