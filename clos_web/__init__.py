@@ -20,7 +20,8 @@ from .http import (
 )
 from .loop import Connection, buffer_input, process_ready, raise_fd_limit
 from .push import (
-    Accepted, Channel, Channels, Event, EventStream, LongPoll, Message, channel, channels, encode_event,
+    Accepted, Channel, Channels, Event, EventStream, LongPoll, Message, channel, channels,
+    encode_event,
     end_stream, publish, subscribe, unsubscribe,
 )
 from .clos import call_next_method, describe, generic, next_method_p
@@ -55,9 +56,11 @@ __all__ = [
     "DEFERRED", "raise_fd_limit", "generic", "call_next_method", "next_method_p", "describe",
     "send_response", "to_json", "json_text", "respond",
     "default_app", "parse_param", "restrict", "Range", "Length", "Pattern", "UploadedFile",
-    "ParamError", "PlainText", "redirect", "as_response", "with_headers", "cookies", "parse_cookies",
+    "ParamError", "PlainText", "redirect", "as_response", "with_headers", "cookies",
+    "parse_cookies",
     "cookie_header", "set_cookie", "delete_cookie", "Session", "MemorySessions",
     "SignedCookieSessions", "StaticFiles", "WorkerPool", "cors", "csrf_guard", "logging_middleware",
-    "Channel", "Channels", "Accepted", "Event", "EventStream", "LongPoll", "Message", "channel", "channels",
+    "Channel", "Channels", "Accepted", "Event", "EventStream", "LongPoll", "Message", "channel",
+    "channels",
     "encode_event", "end_stream", "publish", "subscribe", "unsubscribe",
 ]

@@ -27,8 +27,9 @@ Declare a generic once, with its docstring; add methods where the classes live::
 ``@gf.dispatch`` (and ``before``/``after``/``around``) returns the function itself, so it can
 be called directly, tested, and given to ``gf.remove_method``. A method therefore needs a name
 of its own: one named like the generic (plum's habit, ``@area.dispatch def area(...)``) is
-refused with an error saying so, since it would rebind ``area`` to that one method. ``gf.methods`` lists the :class:`Method` records,
-``gf.resolve(*args)`` returns the effective method, ``gf.generation`` counts changes of the
+refused with an error saying so, since it would rebind ``area`` to that one method.
+``gf.methods`` lists the :class:`Method` records, ``gf.resolve(*args)`` returns the effective
+method, ``gf.generation`` counts changes of the
 method table, :func:`describe` prints it all, and ``gf.__generic__`` is the state behind it.
 
 **Standard method combination**, exactly CLOS's: the around methods run most specific first,

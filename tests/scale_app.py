@@ -76,7 +76,9 @@ source.addEventListener("presence", (e) => {
   for (const [c, i] of Object.entries(JSON.parse(e.data))) present.set(c, i);
   who();
 });
-source.addEventListener("join", (e) => { const j = JSON.parse(e.data); present.set(j.client, j.info); who(); });
+source.addEventListener("join", (e) => {
+  const j = JSON.parse(e.data); present.set(j.client, j.info); who();
+});
 source.addEventListener("leave", (e) => { present.delete(JSON.parse(e.data).client); who(); });
 source.addEventListener("move", (e) => {
   const li = document.createElement("li"); li.textContent = e.data;

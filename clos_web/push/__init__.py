@@ -13,7 +13,8 @@ from .broker import (
     broker_presence, broker_present, broker_publish,
 )
 from .channels import (
-    END, Accepted, HEARTBEAT, Batch, Channel, Channels, End, Event, EventStream, Heartbeat, LongPoll,
+    END, HEARTBEAT, Accepted, Batch, Channel, Channels, End, Event, EventStream, Heartbeat,
+    LongPoll,
     Message, PollBatch, PollWaiter, RawSSEBatch, RawSubscription, SSEBatch, Subscription,
     channel, channels, encode_event, end_stream, publish, request_last_id, subscribe,
     unsubscribe,

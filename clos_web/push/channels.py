@@ -1020,10 +1020,13 @@ class EventStream:
     """Return this from a handler to answer with an SSE stream of ``channels``.
 
     ``last_id`` defaults to the request's ``Last-Event-ID`` header or ``lastEventId`` query
-    parameter; ``registry`` to the default :data:`channels`.
+    parameter; ``registry`` to the default :data:`channels`. ``presence`` (a JSON-able value,
+    ``{"user": "ada"}``) makes the stream present on its channels: see
+    :meth:`Channels.presence`.
 
-    >>> EventStream(["news", "user-42"])
-    EventStream(channels=['news', 'user-42'], last_id=None, registry=None, headers=())
+    >>> EventStream(["news", "user-42"], presence={"user": "ada"})  # doctest: +NORMALIZE_WHITESPACE
+    EventStream(channels=['news', 'user-42'], last_id=None, registry=None, headers=(),
+                presence={'user': 'ada'})
     """
 
     channels: list = attrs.field(converter=_names)
@@ -1522,7 +1525,8 @@ def channel(registry: Channels | None = None, *, poll: bool = False, timeout: fl
 
 __all__ = [
     "Channels", "Channel", "Event", "Message", "EventStream", "LongPoll", "Subscription",
-    "RawSubscription", "VectorSubscription", "RawVectorSubscription", "PollWaiter", "Heartbeat", "HEARTBEAT", "End", "END", "Batch", "SSEBatch",
+    "RawSubscription", "VectorSubscription", "RawVectorSubscription", "PollWaiter", "Heartbeat",
+    "HEARTBEAT", "End", "END", "Batch", "SSEBatch",
     "RawSSEBatch", "VectorBatch", "PollBatch",
     "channels", "channel", "publish", "subscribe", "unsubscribe", "encode_event", "end_stream",
     "request_last_id", "Accepted", "Publication", "BrokerUnavailable", "LOCAL",
