@@ -164,7 +164,7 @@ typedef struct conn {
     /* reconnecting (--reconnect) */
     int down;             /* disconnected, not yet resumed */
     int retry_ms;         /* the stream's last retry field (0: none) */
-    double down_since, reconnect_due;
+    double down_since, reconnect_due, attempt_at;
     /* subscriber statistics */
     uint64_t *seen;
     uint32_t seen_words;
@@ -194,7 +194,7 @@ static char selftest_mode;
 static int *pending;  /* subscribers waiting to reconnect */
 static int n_pending, n_down;
 static long reconnect_attempts, resumes, pub_reconnects;
-static double t_first_down, t_last_resume, max_outage, t_pub_start_abs;
+static double t_first_down, t_last_resume, max_outage, max_attempt_s, t_pub_start_abs;
 
 /* self-test capture */
 static char st_log[1 << 16];
@@ -466,6 +466,7 @@ static int http_feed(conn *c, const char *p, int n, uint64_t now_ns) {
                     n_down--;
                     resumes++;
                     if (t - c->down_since > max_outage) max_outage = t - c->down_since;
+                    if (t - c->attempt_at > max_attempt_s) max_attempt_s = t - c->attempt_at;
                     t_last_resume = t;
                 }
             }
@@ -657,6 +658,7 @@ static void start_sub(int i) {
 /* Open subscriber c again (--reconnect), resuming with Last-Event-ID. */
 static void restart_sub(conn *c) {
     reconnect_attempts++;
+    c->attempt_at = mono_s();
     c->head_len = c->line_len = c->data_len = c->event_len = c->skip_lf = 0;
     c->error = c->closed_by_peer = 0;
     memcpy(c->id_buf, c->last_id, sizeof c->id_buf); /* an id not yet dispatched is dropped */
@@ -1306,9 +1308,9 @@ out:;
            t_end - t0, t_ready_print > 0 ? t_end - t_ready_print : 0);
     printf("  \"reconnect\": {\"max_delay_s\": %g, \"disconnects\": %ld, \"attempts\": %ld, "
            "\"resumes\": %ld, \"down_at_end\": %d, \"pub_reconnects\": %ld, "
-           "\"t_first_down_mono\": %.6f, \"t_last_resume_mono\": %.6f, \"max_outage_s\": %.4f},\n",
+           "\"t_first_down_mono\": %.6f, \"t_last_resume_mono\": %.6f, \"max_outage_s\": %.4f, \"max_connect_to_resume_s\": %.4f},\n",
            opt.reconnect, sub_disconnects, reconnect_attempts, resumes, n_down, pub_reconnects,
-           t_first_down, t_last_resume, max_outage);
+           t_first_down, t_last_resume, max_outage, max_attempt_s);
     printf("  \"t_pub_start_mono\": %.6f, \"t_end_mono\": %.6f,\n", t_pub_start_abs, t_end);
     printf("  \"worst_conns\": [");
     for (int j = 0; j < top_n; j++) {
