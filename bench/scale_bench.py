@@ -9,10 +9,15 @@ Scenarios (full sizes; --quick shrinks them for a smoke run):
            with the in-memory broker and once with --redis (a private redis-server), rounds
            interleaved: server CPU seconds (user+sys, /proc) per delivered event, Redis' CPU
            separately. Target: Redis / in-memory <= 1.3x.
+  cost-narrow  the same with 10 subscribers per channel (2,000 on 200 channels, 1,000
+           publishes/s for 10 s): the cost of a publish, not of a delivery, dominates. From
+           both shapes the report solves CPU = a x publishes + b x deliveries per broker (the
+           capacity model in bench/README.md is built on a and b).
   latency  --workers 2 --redis, 5,000 subscribers over 500 channels spread over both workers
            by SO_REUSEPORT, 1,000 publishes/s through 8 publisher connections (both workers)
            for 30 s: publish -> receive latency p50/p99/max, loss, duplicates.
            Target: p99 <= 5 ms, nothing lost or duplicated.
+  latency-low  the same at 250 publishes/s for 15 s: the Redis hop without saturated cores.
   storm    --workers 2 --redis, 5,000 subscribers over 500 channels, 100 publishes/s for 25 s;
            6 s into publishing one worker is SIGKILLed. Its subscribers reconnect (after the
            retry time the stream gave them, as a browser does) with Last-Event-ID and land on
@@ -51,7 +56,9 @@ REPO_DIR = pb.REPO_DIR
 HOST = pb.HOST
 START_TIMEOUT_S = 20.0
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
-SCENARIOS = ["cost", "latency", "storm"]
+SCENARIOS = ["cost", "cost-narrow", "latency", "latency-low", "storm"]
+COST = ("cost", "cost-narrow")          # 1 process, in-memory and Redis
+LATENCY = ("latency", "latency-low")    # 2 workers + Redis
 
 
 def log(msg: str) -> None:
@@ -131,6 +138,25 @@ class Redis:
 
     def cpu_s(self) -> float:
         return proc_cpu_s(self.proc.pid) or 0.0
+
+    def commandstats(self) -> dict:
+        """{command: {"calls", "usec"}} from INFO commandstats ({} if it cannot be read)."""
+        out: dict = {}
+        with contextlib.suppress(OSError, ValueError):
+            with socket.create_connection((HOST, self.port), timeout=2) as s:
+                s.sendall(b"INFO commandstats\r\n")
+                data = b""
+                while b"\r\n" not in data or len(data) < int(data[1:data.index(b"\r\n")]) + 4:
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+            for line in data.decode(errors="replace").splitlines():
+                if line.startswith("cmdstat_"):
+                    name, _, fields = line[8:].partition(":")
+                    kv = dict(f.split("=", 1) for f in fields.split(","))
+                    out[name] = {"calls": int(kv["calls"]), "usec": int(kv["usec"])}
+        return out
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -242,6 +268,22 @@ def scenario_defs(quick: bool) -> dict:
                      "--duration", 4 if q else 15, "--payload", 64, "--pub-conns", 2,
                      "--pub-depth", 64, "--drain", 30],
         },
+        "cost-narrow": {
+            "what": ("500 subs / 50 channels, 250 publishes/s for 4 s, 1 process"
+                     if q else "2,000 subs / 200 channels, 1,000 publishes/s for 10 s, "
+                               "1 process"),
+            "args": ["--subs", 500 if q else 2000, "--channels", 50 if q else 200,
+                     "--rate", 250 if q else 1000, "--duration", 4 if q else 10,
+                     "--payload", 64, "--pub-conns", 4, "--pub-depth", 256, "--drain", 30],
+        },
+        "latency-low": {
+            "what": ("1,000 subs / 100 channels, 125 publishes/s for 5 s, 2 workers + Redis"
+                     if q else "5,000 subs / 500 channels, 250 publishes/s for 15 s, "
+                               "2 workers + Redis"),
+            "args": ["--subs", 1000 if q else 5000, "--channels", 100 if q else 500,
+                     "--rate", 125 if q else 250, "--duration", 5 if q else 15,
+                     "--payload", 64, "--pub-conns", 8, "--pub-depth", 256, "--drain", 30],
+        },
         "latency": {
             "what": ("1,000 subs / 100 channels, 500 publishes/s for 5 s, 2 workers + Redis"
                      if q else "5,000 subs / 500 channels, 1,000 publishes/s for 30 s, "
@@ -305,7 +347,7 @@ def loadgen_argv(a, port: int, scen: dict) -> list[str]:
 
 def run_one(a, scen_name: str, scen: dict, mode: str, rnd: int) -> dict:
     """One run: fresh Redis (unless in-memory), fresh clos_web, one load generator run."""
-    workers = 1 if scen_name == "cost" else 2
+    workers = 1 if scen_name in COST else 2
     rec: dict = {"scenario": scen_name, "mode": mode, "round": rnd, "workers": workers,
                  "status": "ok"}
     redis = Redis() if mode == "redis" else None
@@ -327,6 +369,7 @@ def run_one(a, scen_name: str, scen: dict, mode: str, rnd: int) -> dict:
         r0 = redis.cpu_s() if redis else 0.0
         t0 = time.monotonic()
         per_worker0 = {p: proc_cpu_s(p) for p in srv.worker_pids()}
+        stats0 = redis.commandstats() if redis else {}
         rec["fds_per_worker"] = {str(p): fd_count(p) for p in per_worker0}
         if scen.get("kill_after_s"):
             storm(rec, srv, lg, scen["kill_after_s"])
@@ -337,6 +380,13 @@ def run_one(a, scen_name: str, scen: dict, mode: str, rnd: int) -> dict:
                 pb.cpu_jiffies(), time.monotonic()
             per_worker1 = {p: proc_cpu_s(p) for p in srv.worker_pids()}
             time.sleep(0.05)
+        if redis:
+            stats1 = redis.commandstats()
+            rec["redis_commands"] = {
+                k: {"calls": v["calls"] - stats0.get(k, {}).get("calls", 0),
+                    "usec": v["usec"] - stats0.get(k, {}).get("usec", 0)}
+                for k, v in stats1.items()
+                if v["calls"] - stats0.get(k, {}).get("calls", 0) > 0 and k != "info"}
         load, status = lg.finish()
         if status != "ok":
             rec["status"] = status
@@ -430,6 +480,22 @@ def ok_delivery(rec: dict) -> tuple[bool, str]:
     return not bad, ", ".join(bad)
 
 
+def redis_ops(rec: dict, detail: bool = False) -> str:
+    """Redis calls per acked publish from INFO commandstats: the client's commands (EVALSHA,
+    XRANGE, SUBSCRIBE...) and, counted apart by Redis, those its script runs; with
+    ``detail`` each command, e.g. 'evalsha 1.00 (41 us) xadd 1.00 ...'."""
+    pubs = load_of(rec).get("acked") or 0
+    cmds = rec.get("redis_commands") or {}
+    if not pubs or not cmds:
+        return "-"
+    if not detail:
+        ev = cmds.get("evalsha") or {}
+        us = ev.get("usec", 0) / ev["calls"] if ev.get("calls") else 0
+        return f"{sum(v['calls'] for v in cmds.values()) / pubs:.1f} ({us:.0f} us/script)"
+    return " ".join(f"{k} {v['calls'] / pubs:.2f} ({v['usec'] / v['calls']:.1f} us)"
+                    for k, v in sorted(cmds.items(), key=lambda kv: -kv[1]["calls"]))
+
+
 def fmt(v, nd=2) -> str:
     if v is None:
         return "-"
@@ -452,47 +518,79 @@ def report(runs: list[dict], scen_names: list[str]) -> tuple[dict, list]:
 
     print("\nScale-out benchmark (clos_web examples/hello.py; the machine is shared: 'other "
           "load' is the CPU others used meanwhile, in % of all cores)")
-    if "cost" in scen_names:
-        print("\n(cost) CPU per delivered event, 1 process, in-memory broker vs Redis")
+    for scen in [c for c in COST if c in scen_names]:
+        print(f"\n({scen}) CPU per delivered event, 1 process, in-memory broker vs Redis")
         rows = []
         for mode in ("memory", "redis"):
-            rs = [r for r in runs if r["scenario"] == "cost" and r["mode"] == mode]
+            rs = [r for r in runs if r["scenario"] == scen and r["mode"] == mode]
             for r in rs:
                 ld = load_of(r)
                 rows.append([f"{mode} r{r['round']}", r["status"], fmt(ld.get("delivered")),
                              fmt(ld.get("delivered_per_s")), fmt(r.get("server_cpu_s")),
                              fmt(r.get("server_us_per_event")), fmt(r.get("redis_cpu_s")),
-                             fmt(r.get("redis_us_per_event")),
+                             fmt(r.get("redis_us_per_event")), redis_ops(r),
                              fmt((ld.get("latency_ms") or {}).get("p99")),
                              f"{ld.get('lost')}/{ld.get('duplicates')}",
                              fmt(r.get("other_load_pct"), 1)])
             good = [r for r in rs if ok_delivery(r)[0]]
-            summary[f"cost_{mode}_us_per_event"] = med([r.get("server_us_per_event")
-                                                        for r in good])
-            summary[f"cost_{mode}_redis_us_per_event"] = med([r.get("redis_us_per_event")
-                                                              for r in good])
+            summary[f"{scen}_{mode}_us_per_event"] = med([r.get("server_us_per_event")
+                                                          for r in good])
+            summary[f"{scen}_{mode}_redis_us_per_event"] = med([r.get("redis_us_per_event")
+                                                                for r in good])
+            # CPU seconds per publish and per delivery of this shape (medians), for the model
+            summary[f"{scen}_{mode}_shape"] = {
+                "server_cpu_s": med([r.get("server_cpu_s") for r in good]),
+                "redis_cpu_s": med([r.get("redis_cpu_s") for r in good]),
+                "publishes": med([load_of(r).get("acked") for r in good]),
+                "deliveries": med([load_of(r).get("delivered") for r in good])}
         pb.print_table(["mode round", "status", "delivered", "events/s", "srv CPU s",
-                        "srv us/event", "redis CPU s", "redis us/event", "p99 ms",
-                        "lost/dup", "other %"], rows)
-        m, rd = summary["cost_memory_us_per_event"], summary["cost_redis_us_per_event"]
+                        "srv us/event", "redis CPU s", "redis us/event", "redis calls/pub",
+                        "p99 ms", "lost/dup", "other %"], rows)
+        for r in rs:
+            print(f"  Redis calls per publish, {mode} r{r['round']}: {redis_ops(r, True)}")
+        m = summary[f"{scen}_memory_us_per_event"]
+        rd = summary[f"{scen}_redis_us_per_event"]
         ratio = rd / m if m and rd else None
-        summary["cost_ratio"] = round(ratio, 3) if ratio else None
-        rr = summary["cost_redis_redis_us_per_event"]
+        summary[f"{scen}_ratio"] = round(ratio, 3) if ratio else None
+        rr = summary[f"{scen}_redis_redis_us_per_event"]
         print(f"  median server us/event: in-memory {fmt(m)}, Redis {fmt(rd)} "
               f"(+ Redis itself {fmt(rr)}): ratio {fmt(ratio)}x")
-        target("(cost) server CPU per delivered event, Redis / in-memory <= 1.3x",
+        target(f"({scen}) server CPU per delivered event, Redis / in-memory <= 1.3x",
                None if ratio is None else ratio <= 1.3,
                f"{fmt(ratio)}x ({fmt(rd)} vs {fmt(m)} us/event; Redis' own CPU {fmt(rr)} "
                "us/event)")
         for r in runs:
-            if r["scenario"] == "cost":
+            if r["scenario"] == scen:
                 ok, why = ok_delivery(r)
                 if not ok:
-                    print(f"  FAILURE cost/{r['mode']} r{r['round']}: {why}")
-    if "latency" in scen_names:
-        print("\n(latency) 2 workers + Redis: publish -> receive")
+                    print(f"  FAILURE {scen}/{r['mode']} r{r['round']}: {why}")
+    if all(c in scen_names for c in COST):
+        # CPU = a x publishes + b x deliveries, from the two shapes (2 equations, 2 unknowns)
+        print("\nper publish (a) and per delivery (b), from cost and cost-narrow:")
+        model = {}
+        for mode in ("memory", "redis"):
+            w, n = summary[f"cost_{mode}_shape"], summary[f"cost-narrow_{mode}_shape"]
+            for who in ("server", "redis"):
+                if mode == "memory" and who == "redis":
+                    continue
+                try:
+                    p1, d1, c1 = w["publishes"], w["deliveries"], w[f"{who}_cpu_s"]
+                    p2, d2, c2 = n["publishes"], n["deliveries"], n[f"{who}_cpu_s"]
+                    det = p1 * d2 - p2 * d1
+                    a_ = (c1 * d2 - c2 * d1) / det
+                    b_ = (p1 * c2 - p2 * c1) / det
+                except (TypeError, ZeroDivisionError):
+                    continue
+                model[f"{mode}_{who}"] = {"us_per_publish": round(1e6 * a_, 2),
+                                          "us_per_delivery": round(1e6 * b_, 3)}
+                print(f"  {mode:6} broker, {who} CPU: a = {1e6 * a_:.1f} us per publish, "
+                      f"b = {1e6 * b_:.2f} us per delivery")
+        summary["cpu_model"] = model
+    for scen in [s_ for s_ in LATENCY if s_ in scen_names]:
+        print(f"\n({scen}) 2 workers + Redis: publish -> receive")
         rows = []
-        for r in [r for r in runs if r["scenario"] == "latency"]:
+        rs = [r for r in runs if r["scenario"] == scen]
+        for r in rs:
             ld = load_of(r)
             lat = ld.get("latency_ms") or {}
             rows.append([f"r{r['round']}", r["status"],
@@ -501,24 +599,26 @@ def report(runs: list[dict], scen_names: list[str]) -> tuple[dict, list]:
                          fmt(ld.get("delivered_per_s")), fmt(lat.get("p50")),
                          fmt(lat.get("p99")), fmt(lat.get("max")), fmt(ld.get("lost")),
                          fmt(ld.get("duplicates")), fmt(ld.get("out_of_order")),
-                         fmt(r.get("server_cpu_s")), fmt(r.get("redis_cpu_s")),
-                         fmt(r.get("other_load_pct"), 1)])
-        pb.print_table(["round", "status", "fds per worker", "pub/s", "events/s", "p50 ms", "p99 ms", "max ms",
-                        "lost", "dup", "ooo", "srv CPU s", "redis CPU s", "other %"], rows)
-        rs = [r for r in runs if r["scenario"] == "latency"]
+                         fmt(r.get("server_cpu_s")), fmt(r.get("redis_cpu_s")), redis_ops(r),
+                         fmt(r.get("machine_busy_pct"), 1), fmt(r.get("other_load_pct"), 1)])
+        pb.print_table(["round", "status", "fds per worker", "pub/s", "events/s", "p50 ms",
+                        "p99 ms", "max ms", "lost", "dup", "ooo", "srv CPU s", "redis CPU s",
+                        "redis calls/pub", "machine busy %", "other %"], rows)
+        for r in rs:
+            print(f"  Redis calls per publish, r{r['round']}: {redis_ops(r, True)}")
         p99 = med([(load_of(r).get("latency_ms") or {}).get("p99") for r in rs
                    if ok_delivery(r)[0]])
-        summary["latency_p99_ms"] = p99
-        summary["latency_p50_ms"] = med([(load_of(r).get("latency_ms") or {}).get("p50")
+        summary[f"{scen}_p99_ms"] = p99
+        summary[f"{scen}_p50_ms"] = med([(load_of(r).get("latency_ms") or {}).get("p50")
                                          for r in rs if ok_delivery(r)[0]])
-        summary["latency_max_ms"] = max([(load_of(r).get("latency_ms") or {}).get("max") or 0
+        summary[f"{scen}_max_ms"] = max([(load_of(r).get("latency_ms") or {}).get("max") or 0
                                          for r in rs] or [0])
-        target("(latency) cross-process p99 <= 5 ms", None if p99 is None else p99 <= 5.0,
-               f"p99 {fmt(p99)} ms (p50 {fmt(summary['latency_p50_ms'])}, max "
-               f"{fmt(summary['latency_max_ms'])})")
+        target(f"({scen}) cross-process p99 <= 5 ms", None if p99 is None else p99 <= 5.0,
+               f"p99 {fmt(p99)} ms (p50 {fmt(summary[f'{scen}_p50_ms'])}, max "
+               f"{fmt(summary[f'{scen}_max_ms'])})")
         for r in rs:
             ok, why = ok_delivery(r)
-            target(f"(latency) r{r['round']}: nothing lost, no duplicates", ok,
+            target(f"({scen}) r{r['round']}: nothing lost, no duplicates", ok,
                    why or f"lost 0, duplicates 0 of {fmt(load_of(r).get('delivered'))}")
     if "storm" in scen_names:
         print("\n(storm) 2 workers + Redis, one worker SIGKILLed while publishing")
@@ -624,9 +724,9 @@ def main(argv=None) -> int:
     t_start = time.monotonic()
     try:
         for s in names:
-            rounds = a.rounds or (1 if a.quick else (2 if s == "cost" else 1))
+            rounds = a.rounds or (1 if a.quick else (2 if s in COST else 1))
             for rnd in range(1, rounds + 1):
-                modes = ["memory", "redis"] if s == "cost" else ["redis"]
+                modes = ["memory", "redis"] if s in COST else ["redis"]
                 if rnd % 2 == 0:
                     modes.reverse()
                 for mode in modes:
