@@ -13,6 +13,11 @@ Scenarios (full sizes; --quick shrinks them for a smoke run):
            publishes/s for 10 s): the cost of a publish, not of a delivery, dominates. From
            both shapes the report solves CPU = a x publishes + b x deliveries per broker (the
            capacity model in bench/README.md is built on a and b).
+  split    2 single processes on two ports sharing one Redis: A holds 2,000 subscribers on
+           200 channels and publishes nothing, B takes 1,000 publishes/s for 10 s and has no
+           subscribers. B's CPU per publish is the cost of taking a publish (HTTP + the
+           script); A's is the cost of receiving one from Redis and delivering it (CPU =
+           messages x a_msg + deliveries x b). Latency here crosses processes by Redis alone.
   latency  --workers 2 --redis, 5,000 subscribers over 500 channels spread over both workers
            by SO_REUSEPORT, 1,000 publishes/s through 8 publisher connections (both workers)
            for 30 s: publish -> receive latency p50/p99/max, loss, duplicates.
@@ -56,8 +61,9 @@ REPO_DIR = pb.REPO_DIR
 HOST = pb.HOST
 START_TIMEOUT_S = 20.0
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
-SCENARIOS = ["cost", "cost-narrow", "latency", "latency-low", "storm"]
+SCENARIOS = ["cost", "cost-narrow", "split", "latency", "latency-low", "storm"]
 COST = ("cost", "cost-narrow")          # 1 process, in-memory and Redis
+SPLIT = "split"                         # 2 single processes on 2 ports, one Redis
 LATENCY = ("latency", "latency-low")    # 2 workers + Redis
 
 
@@ -276,6 +282,14 @@ def scenario_defs(quick: bool) -> dict:
                      "--rate", 250 if q else 1000, "--duration", 4 if q else 10,
                      "--payload", 64, "--pub-conns", 4, "--pub-depth", 256, "--drain", 30],
         },
+        SPLIT: {
+            "what": ("A: 500 subs / 50 channels; B: 250 publishes/s for 4 s; one Redis"
+                     if q else "A: 2,000 subs / 200 channels; B: 1,000 publishes/s for 10 s; "
+                               "one Redis"),
+            "args": ["--subs", 500 if q else 2000, "--channels", 50 if q else 200,
+                     "--rate", 250 if q else 1000, "--duration", 4 if q else 10,
+                     "--payload", 64, "--pub-conns", 4, "--pub-depth", 256, "--drain", 30],
+        },
         "latency-low": {
             "what": ("1,000 subs / 100 channels, 125 publishes/s for 5 s, 2 workers + Redis"
                      if q else "5,000 subs / 500 channels, 250 publishes/s for 15 s, "
@@ -351,7 +365,7 @@ def run_one(a, scen_name: str, scen: dict, mode: str, rnd: int) -> dict:
     rec: dict = {"scenario": scen_name, "mode": mode, "round": rnd, "workers": workers,
                  "status": "ok"}
     redis = Redis() if mode == "redis" else None
-    srv = None
+    srv = pub_srv = None
     try:
         if redis:
             redis.start()
@@ -360,12 +374,17 @@ def run_one(a, scen_name: str, scen: dict, mode: str, rnd: int) -> dict:
         rec["server_argv"] = srv.argv
         rec["worker_pids"] = srv.worker_pids()
         argv = loadgen_argv(a, srv.port, scen)
+        if scen_name == SPLIT:  # publishes go to a second process sharing the Redis
+            pub_srv = Clos(a.repo, 1, redis.url)
+            pub_srv.start()
+            argv += ["--pub-port", str(pub_srv.port)]
         rec["loadgen_argv"] = argv
         lg = LoadGen(argv, a.run_timeout)
         if not lg.publishing.wait(a.run_timeout):
             rec["status"] = "never-published"
         # CPU from the start of publishing to the end of the run
         j0, c0 = pb.cpu_jiffies(), srv.cpu_s()
+        p0 = pub_srv.cpu_s() if pub_srv else 0.0
         r0 = redis.cpu_s() if redis else 0.0
         t0 = time.monotonic()
         per_worker0 = {p: proc_cpu_s(p) for p in srv.worker_pids()}
@@ -374,10 +393,11 @@ def run_one(a, scen_name: str, scen: dict, mode: str, rnd: int) -> dict:
         if scen.get("kill_after_s"):
             storm(rec, srv, lg, scen["kill_after_s"])
         # sample CPU just before the load generator exits (the drain ends when all arrived)
-        c1, r1, j1, t1, per_worker1 = c0, r0, j0, t0, dict(per_worker0)
+        c1, r1, p1, j1, t1, per_worker1 = c0, r0, p0, j0, t0, dict(per_worker0)
         while lg.proc.poll() is None and time.monotonic() - t0 < a.run_timeout + 30:
             c1, r1, j1, t1 = srv.cpu_s(), (redis.cpu_s() if redis else 0.0), \
                 pb.cpu_jiffies(), time.monotonic()
+            p1 = pub_srv.cpu_s() if pub_srv else 0.0
             per_worker1 = {p: proc_cpu_s(p) for p in srv.worker_pids()}
             time.sleep(0.05)
         if redis:
@@ -399,6 +419,8 @@ def run_one(a, scen_name: str, scen: dict, mode: str, rnd: int) -> dict:
             # holds its CPU at the start of publishing)
             c1 += rec.get("killed_cpu_s", 0.0)
         rec["server_cpu_s"] = round(c1 - c0, 3)
+        if pub_srv:
+            rec["pub_server_cpu_s"] = round(p1 - p0, 3)
         rec["redis_cpu_s"] = round(r1 - r0, 3)
         rec["worker_cpu_s"] = {str(p): round((per_worker1.get(p) or 0) - (v or 0), 3)
                                for p, v in per_worker0.items() if p in per_worker1}
@@ -406,7 +428,7 @@ def run_one(a, scen_name: str, scen: dict, mode: str, rnd: int) -> dict:
         rec["loadgen_cpu_s"] = lg_cpu
         busy = machine_busy_s(j1) - machine_busy_s(j0)
         ncpu = max(1, len(j1))
-        ours = (c1 - c0) + (r1 - r0) + lg_cpu
+        ours = (c1 - c0) + (p1 - p0) + (r1 - r0) + lg_cpu
         rec["machine_busy_pct"] = round(100 * busy / (wall * ncpu), 1) if wall > 0 else None
         rec["other_load_pct"] = (round(100 * (busy - ours) / (wall * ncpu), 1)
                                  if wall > 0 else None)
@@ -420,6 +442,8 @@ def run_one(a, scen_name: str, scen: dict, mode: str, rnd: int) -> dict:
         log(f"{scen_name}/{mode}: {e}")
         rec.update(status="start-failed", error=str(e)[:2000])
     finally:
+        if pub_srv is not None:
+            pub_srv.stop()
         if srv is not None:
             text = srv.stop()
             rec["server_log_lines"] = [ln for ln in text.splitlines()
@@ -475,6 +499,10 @@ def ok_delivery(rec: dict) -> tuple[bool, str]:
         bad.append(f"duplicates {ld['duplicates']}")
     if ld.get("subs_ready", 0) < (ld.get("config") or {}).get("subs", 0):
         bad.append(f"{ld.get('subs_ready')} of {ld['config']['subs']} subscribers up")
+    cfg = ld.get("config") or {}
+    offered = int(cfg.get("rate", 0) * cfg.get("duration", 0))
+    if offered and (ld.get("acked") or 0) < 0.98 * offered:
+        bad.append(f"fell behind: {ld.get('acked')} of {offered} publishes accepted")
     if ld.get("end_reason") != "all-delivered":
         bad.append(f"ended: {ld.get('end_reason')}")
     return not bad, ", ".join(bad)
@@ -586,6 +614,43 @@ def report(runs: list[dict], scen_names: list[str]) -> tuple[dict, list]:
                 print(f"  {mode:6} broker, {who} CPU: a = {1e6 * a_:.1f} us per publish, "
                       f"b = {1e6 * b_:.2f} us per delivery")
         summary["cpu_model"] = model
+    if SPLIT in scen_names:
+        print(f"\n({SPLIT}) A holds the subscribers, B takes the publishes; one Redis")
+        rows = []
+        rs = [r for r in runs if r["scenario"] == SPLIT]
+        b = (summary.get("cpu_model", {}).get("redis_server") or {}).get("us_per_delivery")
+        for r in rs:
+            ld = load_of(r)
+            lat = ld.get("latency_ms") or {}
+            pubs, dels = ld.get("acked") or 0, ld.get("delivered") or 0
+            a_pub = 1e6 * r["pub_server_cpu_s"] / pubs if pubs and "pub_server_cpu_s" in r \
+                else None
+            a_recv = 1e6 * r["server_cpu_s"] / pubs if pubs and "server_cpu_s" in r else None
+            a_msg = (a_recv - b * dels / pubs) if a_recv is not None and b is not None \
+                else None
+            r["us_per_publish_taken"] = a_pub
+            r["us_per_publish_received"] = a_recv
+            r["us_per_message_received"] = a_msg
+            rows.append([f"r{r['round']}", r["status"], fmt(ld.get("pub_per_s")),
+                         fmt(ld.get("delivered_per_s")), fmt(r.get("pub_server_cpu_s")),
+                         fmt(a_pub), fmt(r.get("server_cpu_s")), fmt(a_recv), fmt(a_msg),
+                         fmt(r.get("redis_cpu_s")), fmt(lat.get("p50")), fmt(lat.get("p99")),
+                         fmt(lat.get("max")), f"{ld.get('lost')}/{ld.get('duplicates')}",
+                         fmt(r.get("other_load_pct"), 1)])
+        pb.print_table(["round", "status", "pub/s", "events/s", "B CPU s", "B us/publish",
+                        "A CPU s", "A us/publish", "A us/message (b removed)", "redis CPU s",
+                        "p50 ms", "p99 ms", "max ms", "lost/dup", "other %"], rows)
+        good = [r for r in rs if ok_delivery(r)[0]]
+        summary["split_us_per_publish_taken"] = med([r.get("us_per_publish_taken")
+                                                     for r in good])
+        summary["split_us_per_message_received"] = med([r.get("us_per_message_received")
+                                                        for r in good])
+        summary["split_p99_ms"] = med([(load_of(r).get("latency_ms") or {}).get("p99")
+                                       for r in good])
+        for r in rs:
+            ok, why = ok_delivery(r)
+            target(f"({SPLIT}) r{r['round']}: nothing lost, no duplicates", ok,
+                   why or f"lost 0, duplicates 0 of {fmt(load_of(r).get('delivered'))}")
     for scen in [s_ for s_ in LATENCY if s_ in scen_names]:
         print(f"\n({scen}) 2 workers + Redis: publish -> receive")
         rows = []

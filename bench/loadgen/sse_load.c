@@ -68,6 +68,7 @@ static struct {
     int http10, multiline, per_conn_top;
     char per_conn_csv[256];
     double reconnect;     /* > 0: reconnect after a random 0..reconnect s delay */
+    int pub_port;         /* publish to this port (0: --port) */
 } opt = {
     "127.0.0.1", 0, 1, 1, 8, 1000, "ch", "/sub/", "/pub/",
     0, 0, 0, 64, 1, 64, 0.5, 10.0, 0.0, 60.0, 300.0, 0, 0, 10, "",
@@ -574,9 +575,9 @@ static void body_end(conn *c) {
 /* ------------------------------------------------------------------------------------------ */
 /* sockets                                                                                    */
 
-static struct sockaddr_in target;
+static struct sockaddr_in target, pub_target;
 
-static int open_socket(int src_index, int nodelay) {
+static int open_socket(int src_index, int nodelay, const struct sockaddr_in *to) {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) return -1;
     int one = 1;
@@ -588,7 +589,7 @@ static int open_socket(int src_index, int nodelay) {
         close(fd);
         return -1;
     }
-    if (connect(fd, (struct sockaddr *)&target, sizeof target) < 0 && errno != EINPROGRESS) {
+    if (connect(fd, (const struct sockaddr *)to, sizeof *to) < 0 && errno != EINPROGRESS) {
         close(fd);
         return -1;
     }
@@ -642,7 +643,7 @@ static void start_sub(int i) {
     c->idx = i;
     c->chan = i % opt.channels;
     c->max_seq = -1;
-    c->fd = open_socket(i, 0);
+    c->fd = open_socket(i, 0, &target);
     if (t_first_connect == 0) t_first_connect = mono_s();
     n_connecting++;
     if (c->fd < 0) {
@@ -662,7 +663,7 @@ static void restart_sub(conn *c) {
     c->head_len = c->line_len = c->data_len = c->event_len = c->skip_lf = 0;
     c->error = c->closed_by_peer = 0;
     memcpy(c->id_buf, c->last_id, sizeof c->id_buf); /* an id not yet dispatched is dropped */
-    c->fd = open_socket(c->idx, 0);
+    c->fd = open_socket(c->idx, 0, &target);
     if (c->fd < 0) {
         connect_errors++;
         schedule_reconnect(c);
@@ -701,7 +702,7 @@ static void start_pub(int i) {
     conn *c = &pubs_c[i];
     c->kind = PUB;
     c->idx = i;
-    c->fd = open_socket(opt.subs + i, 1);
+    c->fd = open_socket(opt.subs + i, 1, &pub_target);
     if (c->fd < 0) {
         pub_conn_errors++;
         c->state = C_CLOSED;
@@ -957,6 +958,7 @@ static void usage(void) {
             "  --settle S (0.5)  --drain S (10)  --hold S (idle: keep the streams S s)\n"
             "  --connect-timeout S (60)  --timeout S (300, hard bound)  --http10\n"
             "  --per-conn-csv F  write per-connection statistics  --top K (10)\n"
+            "  --pub-port N      publish to port N (another server sharing a broker)\n"
             "  --reconnect S     reopen a lost stream with Last-Event-ID after the stream's\n"
             "                    retry time (else a random 0..S s); reopen a lost publisher\n"
             "                    connection (0: off)\n"
@@ -974,7 +976,8 @@ int main(int argc, char **argv) {
         {"settle", 1, 0, 's'},        {"drain", 1, 0, 'R'},       {"hold", 1, 0, 'h'},
         {"connect-timeout", 1, 0, 'C'}, {"timeout", 1, 0, 'T'},   {"http10", 0, 0, '0'},
         {"multiline", 0, 0, 'm'},     {"per-conn-csv", 1, 0, 'o'}, {"top", 1, 0, 'k'},
-        {"selftest", 0, 0, 'z'},      {"reconnect", 1, 0, 'a'},   {0, 0, 0, 0}};
+        {"selftest", 0, 0, 'z'},      {"reconnect", 1, 0, 'a'},   {"pub-port", 1, 0, 'q'},
+        {0, 0, 0, 0}};
     int o;
     while ((o = getopt_long(argc, argv, "", lo, NULL)) != -1) {
         switch (o) {
@@ -1003,6 +1006,7 @@ int main(int argc, char **argv) {
         case 'o': snprintf(opt.per_conn_csv, sizeof opt.per_conn_csv, "%s", optarg); break;
         case 'k': opt.per_conn_top = atoi(optarg); break;
         case 'a': opt.reconnect = atof(optarg); break;
+        case 'q': opt.pub_port = atoi(optarg); break;
         case 'z': return selftest();
         default: usage();
         }
@@ -1017,6 +1021,8 @@ int main(int argc, char **argv) {
     if ((ntohl(target.sin_addr.s_addr) >> 24) != 127) die("only 127.0.0.0/8 targets are allowed");
     target.sin_family = AF_INET;
     target.sin_port = htons(opt.port);
+    pub_target = target;
+    if (opt.pub_port > 0) pub_target.sin_port = htons(opt.pub_port);
     signal(SIGPIPE, SIG_IGN);
 
     ep = epoll_create1(EPOLL_CLOEXEC);
