@@ -365,7 +365,7 @@ def run_one(a, scen_name: str, scen: dict, mode: str, rnd: int) -> dict:
     rec: dict = {"scenario": scen_name, "mode": mode, "round": rnd, "workers": workers,
                  "status": "ok"}
     redis = Redis() if mode == "redis" else None
-    srv = pub_srv = None
+    srv = pub_srv = lg = None
     try:
         if redis:
             redis.start()
@@ -440,8 +440,11 @@ def run_one(a, scen_name: str, scen: dict, mode: str, rnd: int) -> dict:
             rec["status"] = "server-died"
     except (RuntimeError, OSError) as e:
         log(f"{scen_name}/{mode}: {e}")
-        rec.update(status="start-failed", error=str(e)[:2000])
+        rec.update(status="failed", error=str(e)[:2000])
     finally:
+        if lg is not None and lg.proc.poll() is None:
+            lg.proc.kill()
+            lg.proc.wait()
         if pub_srv is not None:
             pub_srv.stop()
         if srv is not None:
@@ -461,6 +464,8 @@ def storm(rec: dict, srv: Clos, lg: LoadGen, after_s: float) -> None:
     while time.monotonic() < deadline and lg.proc.poll() is None:
         time.sleep(0.05)
     pids = srv.worker_pids()
+    if not pids:
+        raise RuntimeError("no worker to kill (the supervisor is gone)")
     fds = {p: fd_count(p) for p in pids}
     rec["fds_per_worker_before_kill"] = {str(p): n for p, n in fds.items()}
     victim = max(pids, key=lambda p: fds.get(p) or 0)  # the worker holding more streams
