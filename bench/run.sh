@@ -30,4 +30,11 @@ latest="$(find "$BENCH_DIR/results" -maxdepth 1 -name 'push-*.json' -newer "$mar
 if [ -n "$latest" ]; then
     "$BENCH_DIR/.venv/bin/python" "$BENCH_DIR/plot_push.py" "$latest" || true
 fi
+
+# scale-out benchmark (clos_web with Redis: CPU per event vs in-memory, cross-process latency,
+# reconnect storm; see README "Scale-out (Redis)"). It takes the shared options it knows
+# (--quick, --rounds) and ignores the others; its own go in $SCALE_ARGS (e.g.
+# SCALE_ARGS="--scenarios cost"). Never changes the exit status.
+# shellcheck disable=SC2086
+"$BENCH_DIR/.venv/bin/python" "$BENCH_DIR/scale_bench.py" ${BENCH_ARGS:-} "$@" ${SCALE_ARGS:-} || true
 exit $status

@@ -11,6 +11,12 @@
  *     id / event / data / retry fields, multi-line data);
  *   - every payload carries "s=<seq per channel> t=<CLOCK_MONOTONIC ns at send> c=<channel>".
  *
+ * With --reconnect S a subscriber whose stream ends (or whose server dies) reconnects after the
+ * stream's retry time (a random 0..S s without one) with Last-Event-ID (the last id
+ * dispatched, as a browser does), and a
+ * lost publisher connection is opened again; the report then counts reconnects and resumes and
+ * gives the time of the first disconnect and of the last resume (CLOCK_MONOTONIC s).
+ *
  * Reports one JSON object on stdout: latency (p50/p90/p99/p99.9/max), loss, duplicates and
  * out-of-order (totals and per connection), delivered events/s, connection errors, own CPU.
  * Progress and "# ready" lines go to stderr. Every run is bounded by --timeout.
@@ -61,6 +67,8 @@ static struct {
     double settle, drain, hold, connect_timeout, timeout;
     int http10, multiline, per_conn_top;
     char per_conn_csv[256];
+    double reconnect;     /* > 0: reconnect after a random 0..reconnect s delay */
+    int pub_port;         /* publish to this port (0: --port) */
 } opt = {
     "127.0.0.1", 0, 1, 1, 8, 1000, "ch", "/sub/", "/pub/",
     0, 0, 0, 64, 1, 64, 0.5, 10.0, 0.0, 60.0, 300.0, 0, 0, 10, "",
@@ -152,7 +160,12 @@ typedef struct conn {
     int data_len, data_cap;
     char event[32];
     int event_len;
-    char last_id[64];
+    char last_id[64];     /* the last event ID string: set when an event is dispatched */
+    char id_buf[64];      /* the last event ID buffer: set by an id field */
+    /* reconnecting (--reconnect) */
+    int down;             /* disconnected, not yet resumed */
+    int retry_ms;         /* the stream's last retry field (0: none) */
+    double down_since, reconnect_due, attempt_at;
     /* subscriber statistics */
     uint64_t *seen;
     uint32_t seen_words;
@@ -178,6 +191,11 @@ static uint64_t **acked_bitmaps; /* per channel bitmap of acked seqs */
 static uint32_t *acked_words;     /* words allocated per channel */
 static uint32_t *acked_count, *next_seq, *subs_on_chan;
 static char selftest_mode;
+/* --reconnect */
+static int *pending;  /* subscribers waiting to reconnect */
+static int n_pending, n_down;
+static long reconnect_attempts, resumes, pub_reconnects;
+static double t_first_down, t_last_resume, max_outage, max_attempt_s, t_pub_start_abs;
 
 /* self-test capture */
 static char st_log[1 << 16];
@@ -270,6 +288,7 @@ static void on_message(conn *c, const char *data, int len, uint64_t now_ns) {
 /* SSE parser (WHATWG "event stream interpretation")                                          */
 
 static void sse_dispatch(conn *c, uint64_t now_ns) {
+    memcpy(c->last_id, c->id_buf, sizeof c->last_id); /* WHATWG: step 1 of dispatching */
     if (c->data_len == 0) { /* no data: nothing to dispatch */
         c->event_len = 0;
         return;
@@ -316,11 +335,18 @@ static void sse_line(conn *c, const char *l, int n, uint64_t now_ns) {
         c->event[c->event_len] = 0;
     } else if (nlen == 2 && !memcmp(l, "id", 2)) {
         if (!memchr(v, 0, vlen)) {
-            int k = vlen < (int)sizeof c->last_id - 1 ? vlen : (int)sizeof c->last_id - 1;
-            memcpy(c->last_id, v, k);
-            c->last_id[k] = 0;
+            int k = vlen < (int)sizeof c->id_buf - 1 ? vlen : (int)sizeof c->id_buf - 1;
+            memcpy(c->id_buf, v, k);
+            c->id_buf[k] = 0;
         }
-    } /* retry and unknown fields: ignored (retry only matters for reconnecting) */
+    } else if (nlen == 5 && !memcmp(l, "retry", 5) && vlen > 0 && vlen < 9) {
+        int ms = 0, ok = 1;
+        for (int i = 0; i < vlen; i++) {
+            if (v[i] < '0' || v[i] > '9') ok = 0;
+            else ms = ms * 10 + (v[i] - '0');
+        }
+        if (ok) c->retry_ms = ms; /* the reconnection time (--reconnect) */
+    } /* unknown fields: ignored */
 }
 
 static void sse_feed(conn *c, const char *p, int n, uint64_t now_ns) {
@@ -435,6 +461,14 @@ static int http_feed(conn *c, const char *p, int n, uint64_t now_ns) {
                     subs_ready++;
                     n_connecting--;
                     if (subs_ready + subs_failed == opt.subs) t_all_ready = mono_s();
+                } else if (c->down) { /* resumed after a reconnect */
+                    double t = mono_s();
+                    c->down = 0;
+                    n_down--;
+                    resumes++;
+                    if (t - c->down_since > max_outage) max_outage = t - c->down_since;
+                    if (t - c->attempt_at > max_attempt_s) max_attempt_s = t - c->attempt_at;
+                    t_last_resume = t;
                 }
             }
             if (c->body_mode == B_LENGTH && c->body_left == 0) body_end(c);
@@ -541,9 +575,9 @@ static void body_end(conn *c) {
 /* ------------------------------------------------------------------------------------------ */
 /* sockets                                                                                    */
 
-static struct sockaddr_in target;
+static struct sockaddr_in target, pub_target;
 
-static int open_socket(int src_index, int nodelay) {
+static int open_socket(int src_index, int nodelay, const struct sockaddr_in *to) {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) return -1;
     int one = 1;
@@ -555,7 +589,7 @@ static int open_socket(int src_index, int nodelay) {
         close(fd);
         return -1;
     }
-    if (connect(fd, (struct sockaddr *)&target, sizeof target) < 0 && errno != EINPROGRESS) {
+    if (connect(fd, (const struct sockaddr *)to, sizeof *to) < 0 && errno != EINPROGRESS) {
         close(fd);
         return -1;
     }
@@ -571,8 +605,28 @@ static void conn_close(conn *c) {
     c->state = C_CLOSED;
 }
 
+static void schedule_reconnect(conn *c) {
+    double now = mono_s();
+    conn_close(c);
+    if (!c->down) {
+        c->down = 1;
+        c->down_since = now;
+        n_down++;
+        if (t_first_down == 0) t_first_down = now;
+    }
+    /* as a browser: wait the stream's retry time (the server jitters it per client); without
+       one, a random 0..--reconnect s */
+    c->reconnect_due = now + (c->retry_ms > 0 ? c->retry_ms / 1000.0 : drand48() * opt.reconnect);
+    pending[n_pending++] = c->idx;
+}
+
 static void sub_failed(conn *c, int counted_as) {
     (void)counted_as;
+    if (opt.reconnect > 0 && c->ready) {
+        if (!c->down) sub_disconnects++; /* a failed reconnect attempt is not counted again */
+        schedule_reconnect(c);
+        return;
+    }
     if (!c->ready) {
         subs_failed++;
         n_connecting--;
@@ -589,7 +643,7 @@ static void start_sub(int i) {
     c->idx = i;
     c->chan = i % opt.channels;
     c->max_seq = -1;
-    c->fd = open_socket(i, 0);
+    c->fd = open_socket(i, 0, &target);
     if (t_first_connect == 0) t_first_connect = mono_s();
     n_connecting++;
     if (c->fd < 0) {
@@ -602,12 +656,32 @@ static void start_sub(int i) {
     epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev);
 }
 
+/* Open subscriber c again (--reconnect), resuming with Last-Event-ID. */
+static void restart_sub(conn *c) {
+    reconnect_attempts++;
+    c->attempt_at = mono_s();
+    c->head_len = c->line_len = c->data_len = c->event_len = c->skip_lf = 0;
+    c->error = c->closed_by_peer = 0;
+    memcpy(c->id_buf, c->last_id, sizeof c->id_buf); /* an id not yet dispatched is dropped */
+    c->fd = open_socket(c->idx, 0, &target);
+    if (c->fd < 0) {
+        connect_errors++;
+        schedule_reconnect(c);
+        return;
+    }
+    c->state = C_CONNECTING;
+    struct epoll_event ev = {.events = EPOLLOUT, .data.ptr = c};
+    epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev);
+}
+
 static void send_sub_request(conn *c) {
-    char req[512];
+    char req[512], resume[96] = "";
+    if (c->last_id[0]) snprintf(resume, sizeof resume, "Last-Event-ID: %s\r\n", c->last_id);
     int n = snprintf(req, sizeof req,
                      "GET %s%s%d HTTP/1.%d\r\nHost: %s:%d\r\nAccept: text/event-stream\r\n"
-                     "Cache-Control: no-cache\r\n\r\n",
-                     opt.sub_path, opt.prefix, c->chan, opt.http10 ? 0 : 1, opt.host, opt.port);
+                     "Cache-Control: no-cache\r\n%s\r\n",
+                     opt.sub_path, opt.prefix, c->chan, opt.http10 ? 0 : 1, opt.host, opt.port,
+                     resume);
     ssize_t w = send(c->fd, req, n, MSG_NOSIGNAL);
     if (w != n) { /* a fresh socket always takes a few hundred bytes */
         connect_errors++;
@@ -628,7 +702,7 @@ static void start_pub(int i) {
     conn *c = &pubs_c[i];
     c->kind = PUB;
     c->idx = i;
-    c->fd = open_socket(opt.subs + i, 1);
+    c->fd = open_socket(opt.subs + i, 1, &pub_target);
     if (c->fd < 0) {
         pub_conn_errors++;
         c->state = C_CLOSED;
@@ -637,6 +711,7 @@ static void start_pub(int i) {
     c->state = C_CONNECTING;
     c->fifo_head = c->fifo_n = 0;
     c->out_len = c->out_off = 0;
+    c->head_len = 0;
     struct epoll_event ev = {.events = EPOLLOUT, .data.ptr = c};
     epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev);
 }
@@ -883,6 +958,10 @@ static void usage(void) {
             "  --settle S (0.5)  --drain S (10)  --hold S (idle: keep the streams S s)\n"
             "  --connect-timeout S (60)  --timeout S (300, hard bound)  --http10\n"
             "  --per-conn-csv F  write per-connection statistics  --top K (10)\n"
+            "  --pub-port N      publish to port N (another server sharing a broker)\n"
+            "  --reconnect S     reopen a lost stream with Last-Event-ID after the stream's\n"
+            "                    retry time (else a random 0..S s); reopen a lost publisher\n"
+            "                    connection (0: off)\n"
             "  --selftest        check the parsers and exit\n");
     exit(2);
 }
@@ -897,7 +976,8 @@ int main(int argc, char **argv) {
         {"settle", 1, 0, 's'},        {"drain", 1, 0, 'R'},       {"hold", 1, 0, 'h'},
         {"connect-timeout", 1, 0, 'C'}, {"timeout", 1, 0, 'T'},   {"http10", 0, 0, '0'},
         {"multiline", 0, 0, 'm'},     {"per-conn-csv", 1, 0, 'o'}, {"top", 1, 0, 'k'},
-        {"selftest", 0, 0, 'z'},      {0, 0, 0, 0}};
+        {"selftest", 0, 0, 'z'},      {"reconnect", 1, 0, 'a'},   {"pub-port", 1, 0, 'q'},
+        {0, 0, 0, 0}};
     int o;
     while ((o = getopt_long(argc, argv, "", lo, NULL)) != -1) {
         switch (o) {
@@ -925,6 +1005,8 @@ int main(int argc, char **argv) {
         case 'm': opt.multiline = 1; break;
         case 'o': snprintf(opt.per_conn_csv, sizeof opt.per_conn_csv, "%s", optarg); break;
         case 'k': opt.per_conn_top = atoi(optarg); break;
+        case 'a': opt.reconnect = atof(optarg); break;
+        case 'q': opt.pub_port = atoi(optarg); break;
         case 'z': return selftest();
         default: usage();
         }
@@ -939,6 +1021,8 @@ int main(int argc, char **argv) {
     if ((ntohl(target.sin_addr.s_addr) >> 24) != 127) die("only 127.0.0.0/8 targets are allowed");
     target.sin_family = AF_INET;
     target.sin_port = htons(opt.port);
+    pub_target = target;
+    if (opt.pub_port > 0) pub_target.sin_port = htons(opt.pub_port);
     signal(SIGPIPE, SIG_IGN);
 
     ep = epoll_create1(EPOLL_CLOEXEC);
@@ -950,6 +1034,8 @@ int main(int argc, char **argv) {
         pubs_c[i].fifo_seq = calloc(opt.pub_depth, sizeof(uint32_t));
     }
     for (int i = 0; i < opt.subs; i++) subs_c[i].fd = -1;
+    pending = calloc(opt.subs ? opt.subs : 1, sizeof(int));
+    srand48((long)mono_ns());
     acked_count = calloc(opt.channels, sizeof(uint32_t));
     next_seq = calloc(opt.channels, sizeof(uint32_t));
     subs_on_chan = calloc(opt.channels, sizeof(uint32_t));
@@ -972,6 +1058,16 @@ int main(int argc, char **argv) {
         if (now - t0 > opt.timeout) {
             end_reason = "timeout";
             break;
+        }
+        /* reopen lost subscribers whose delay is over (--reconnect) */
+        for (int k = 0; k < n_pending;) {
+            conn *c = &subs_c[pending[k]];
+            if (now < c->reconnect_due) {
+                k++;
+                continue;
+            }
+            pending[k] = pending[--n_pending];
+            restart_sub(c);
         }
         /* open subscribers, at most connect_window in flight */
         while (next_sub < opt.subs && n_connecting < opt.connect_window) start_sub(next_sub++);
@@ -1009,6 +1105,9 @@ int main(int argc, char **argv) {
             if (up == opt.pub_conns) {
                 phase = P_PUBLISH;
                 t_pub_start = now;
+                t_pub_start_abs = now;
+                fprintf(stderr, "# publishing t_mono=%.6f\n", now);
+                fflush(stderr);
                 getrusage(RUSAGE_SELF, &ru_pub0);
                 ru_wall0 = now;
             }
@@ -1039,10 +1138,16 @@ int main(int argc, char **argv) {
                     while (published < due) {
                         uint32_t chan = (uint32_t)(published % opt.channels);
                         conn *pc = &pubs_c[chan % opt.pub_conns];
+                        if (pc->fd < 0 && opt.reconnect > 0) { /* open it again */
+                            start_pub(pc->idx);
+                            pub_reconnects++;
+                            break;
+                        }
                         if (pc->fd < 0) {
                             end_reason = "publisher-connection-lost";
                             goto out;
                         }
+                        if (pc->state == C_CONNECTING) break; /* opened again, not yet up */
                         if (pc->fifo_n >= opt.pub_depth) break; /* behind: server not answering */
                         pub_send(pc, chan);
                     }
@@ -1066,7 +1171,7 @@ int main(int argc, char **argv) {
             }
         }
         if (phase == P_DRAIN) {
-            if (unique_delivered >= expected) {
+            if (unique_delivered >= expected && n_down == 0) {
                 phase = P_DONE;
                 end_reason = "all-delivered";
             } else if (now >= phase_end) {
@@ -1207,6 +1312,12 @@ out:;
            "\"wall_s\": %.3f, \"hold_s\": %.3f,\n",
            cpu_all, cpu_pub, (ru_wall1 > ru_wall0) ? 100.0 * cpu_pub / (ru_wall1 - ru_wall0) : 0,
            t_end - t0, t_ready_print > 0 ? t_end - t_ready_print : 0);
+    printf("  \"reconnect\": {\"max_delay_s\": %g, \"disconnects\": %ld, \"attempts\": %ld, "
+           "\"resumes\": %ld, \"down_at_end\": %d, \"pub_reconnects\": %ld, "
+           "\"t_first_down_mono\": %.6f, \"t_last_resume_mono\": %.6f, \"max_outage_s\": %.4f, \"max_connect_to_resume_s\": %.4f},\n",
+           opt.reconnect, sub_disconnects, reconnect_attempts, resumes, n_down, pub_reconnects,
+           t_first_down, t_last_resume, max_outage, max_attempt_s);
+    printf("  \"t_pub_start_mono\": %.6f, \"t_end_mono\": %.6f,\n", t_pub_start_abs, t_end);
     printf("  \"worst_conns\": [");
     for (int j = 0; j < top_n; j++) {
         conn *c = &subs_c[top_idx[j]];
