@@ -201,6 +201,18 @@ def process_ready_redis(ready: RedisConnection, server: object, events):
         owner._break(ready, f"internal error ({exc!r})")
 
 
+def close_on_loop(owner) -> None:
+    """Run ``owner._close_now()`` on its loop: now when this is the loop's thread (or the loop
+    never ran, or stopped), else there, waiting at most 5 s for it."""
+    ident = owner._loop_ident
+    if ident is None or ident == threading.get_ident() or owner.server.stopped.is_set():
+        owner._close_now()
+    else:
+        done = threading.Event()
+        owner.server.call_soon_threadsafe(owner._close_now, done)
+        done.wait(5)
+
+
 def _deliver(callback: Callable, value) -> None:
     try:
         callback(value)
@@ -280,13 +292,7 @@ class _Endpoint:
         if self._closed:
             return
         self._closed = True
-        ident = self._loop_ident
-        if ident is None or ident == threading.get_ident() or self.server.stopped.is_set():
-            self._close_now()
-        else:
-            done = threading.Event()
-            self.server.call_soon_threadsafe(self._close_now, done)
-            done.wait(5)
+        close_on_loop(self)
 
     def _close_now(self, done: threading.Event | None = None) -> None:
         if self._conn is not None:

@@ -62,7 +62,7 @@ import attrs
 
 from .client import (
     RedisAddress, RedisClient, RedisPubSub, RedisTimeout, RedisUnavailable, _deliver,
-    _future_callback,
+    _future_callback, close_on_loop,
 )
 from .resp import DEFAULT_MAX_REPLY, ReplyError, _arg, encode_command
 
@@ -327,13 +327,7 @@ class RedisCluster:
         if self._closed:
             return
         self._closed = True
-        ident = self._loop_ident
-        if ident is None or ident == threading.get_ident() or self.server.stopped.is_set():
-            self._close_now()
-        else:
-            done = threading.Event()
-            self.server.call_soon_threadsafe(self._close_now, done)
-            done.wait(5)
+        close_on_loop(self)
 
     def _close_now(self, done: threading.Event | None = None) -> None:
         early, self._early = self._early, collections.deque()
