@@ -163,6 +163,8 @@ entries not expired."""
 # At most this many pub/sub messages wait behind a gap or a synchronisation, and this many
 # live events wait in one subscriber's catch-up (past it the subscriber is sent reset).
 _MAX_WAITING = 10_000
+# A subscriber's catch-up read is tried this many times over twice the broker's timeout.
+_READ_TRIES = 8
 
 
 def _presence_keys(name: str) -> list:
@@ -260,6 +262,7 @@ class _Join:
     reading: bool = False
     fresh: bool = False       # the channel had no epoch when the client came: all of the next
     overflow: bool = False    # more live events came meanwhile than the buffer keeps
+    attempts: int = 0         # reads that failed (Redis away): retried a while, then reset
 
 
 @attrs.define(slots=True, eq=False, repr=False)
@@ -672,6 +675,8 @@ class RedisBroker:
         def done(reply):
             join.reading = False
             if isinstance(reply, BaseException):
+                if self._retry(rc, join, self._mark_start):
+                    return
                 join.reset = True  # its place is unknown: live from now, after a reset
             else:
                 epoch, top, _ = reply
@@ -699,6 +704,8 @@ class RedisBroker:
         def done(reply):
             join.reading = False
             if isinstance(reply, BaseException):
+                if self._retry(rc, join, self._read_for):
+                    return
                 join.reset, join.history, join.top = True, [], rc.offset
             else:
                 epoch, top, entries = reply
@@ -718,6 +725,23 @@ class RedisBroker:
 
         self._eval(done, READ, _keys(rc.name),
                          [position[1], max(registry.history, 0)], timeout=self.timeout)
+
+    def _retry(self, rc: _Remote, join: _Join, step) -> bool:
+        """A read for ``join`` failed (Redis away, or this process's client still
+        reconnecting): try ``step`` again soon, for up to about ``2 * timeout`` seconds,
+        before the subscriber is given ``reset``. False when it is time to give up."""
+        if join.attempts >= _READ_TRIES or join.sub.conn.closed:
+            return False
+        join.attempts += 1
+        join.reading = True  # (no other read starts meanwhile)
+
+        def again():
+            join.reading = False
+            if join in rc.joins:
+                step(rc, join)
+
+        self.server.call_later(2 * self.timeout / _READ_TRIES, again)
+        return True
 
     def _settle_joins(self, rc: _Remote) -> None:
         """Joins whose history is read and whose seam the process has reached go live."""
