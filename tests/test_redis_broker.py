@@ -336,3 +336,12 @@ def test_a_subscriber_too_far_behind_in_its_catch_up_is_reset_from_where_the_pro
     assert join.overflow and len(join.buffer) == 3
     broker._settle_joins(rc)
     assert [(e.event, e.id) for e in got] == [("reset", "ep-16")]
+
+
+def test_a_redis_broker_serves_one_registry():
+    broker = RedisBroker("redis://127.0.0.1:1/0")
+    first, second = Channels(broker=broker), Channels(broker=broker)
+    broker._bind(first)
+    broker._bind(first)
+    with pytest.raises(ValueError, match="another registry"):
+        broker._bind(second)

@@ -270,7 +270,8 @@ class RedisBroker:
     """The Redis broker (see the module docstring). ``url``: ``redis://[:password@]host:port/db``,
     or ``redis+cluster://[:password@]host:port[,host:port...]`` for a Redis Cluster (seed nodes).
 
-    ``timeout`` bounds each Redis call (a publish not stored within it is a 503);
+    A broker serves one registry: give each :class:`~clos_web.push.channels.Channels` its
+    own. ``timeout`` bounds each Redis call (a publish not stored within it is a 503);
     ``meta_ttl`` is how long (seconds) a channel's epoch and offset outlive its last publish.
     History length and age are the registry's ``history`` and ``max_age``.
 
@@ -324,6 +325,14 @@ class RedisBroker:
             self.client.close()
             self.pubsub.close()
 
+    def _bind(self, registry) -> None:
+        """A broker serves one registry (its subscribers are the registry's)."""
+        if self._registry is None:
+            self._registry = registry
+        elif self._registry is not registry:
+            raise ValueError("this RedisBroker serves another registry: give each Channels "
+                             "its own broker")
+
     def _on_loop(self) -> bool:
         return self.server is not None and threading.get_ident() == self.server._ident
 
@@ -343,7 +352,7 @@ class RedisBroker:
     # -- publishing --------------------------------------------------------------------------
 
     def publish(self, registry, name: str, etype: str | None, data: str):
-        self._registry = registry
+        self._bind(registry)
         args = [etype or "", data, max(registry.history, 0), int(registry.max_age * 1000),
                 int(max(self.meta_ttl, registry.max_age) * 1000), f"clos_web:{name}",
                 _new_epoch(), int((time.time() + 0.75 * self.timeout) * 1000)]
@@ -428,7 +437,7 @@ class RedisBroker:
 
     def present(self, registry, name: str, client: str, info, joined: bool) -> None:
         """Loop thread: record (or drop) ``client`` on ``name`` in Redis; announce it."""
-        self._registry = registry
+        self._bind(registry)
         mine = self._present.setdefault(name, {})
         if joined:
             mine[client] = info
@@ -509,7 +518,7 @@ class RedisBroker:
              names=None) -> None:
         """Loop thread of the broker. Subscribe the process to each channel (if new), then
         catch ``sub`` up on each (see _Join)."""
-        self._registry = registry
+        self._bind(registry)
         positions = _positions(last_id, sub.names if names is None else names)
         for name, position in positions.items():
             rc = self._remote(name)
