@@ -46,7 +46,7 @@ import attrs
 from . import sse
 from .broker import (
     LOCAL, BrokerUnavailable, Publication, broker_add, broker_join, broker_leave,
-    broker_presence, broker_present, broker_publish,
+    broker_presence, broker_present, broker_publish, vector_id,
 )
 from ..clos import generic
 from ..http import (
@@ -1096,30 +1096,35 @@ class RawSubscription(Subscription):
 class VectorSubscription(Subscription):
     """SSE over HTTP/1.1 reading several channels of a broker whose positions are per channel
     (Redis): each event's id is the stream's position in every channel
-    (``positions``, ``{name: "EPOCH-OFFSET"}``, as :func:`~clos_web.push.redis_broker.vector_id`
+    (``positions``, ``{name: "EPOCH-OFFSET"}``, as :func:`~clos_web.push.broker.vector_id`
     writes it), so one ``Last-Event-ID`` resumes them all."""
 
     positions: dict = attrs.field(factory=dict)
     batch = VectorBatch
 
-    def frame(self, event: Event) -> bytes:
-        """``event`` with this stream's id, framed for its connection (one chunk)."""
-        return sse.chunk(self.raw(event))
+    def frame(self, event: Event, body: bytes) -> bytes:
+        """``event`` (``body``: its wire form without the id line) with this stream's id,
+        framed for its connection (one chunk)."""
+        return sse.chunk(self.raw(event, body))
 
-    def raw(self, event: Event) -> bytes:
-        from .redis_broker import vector_id
+    def raw(self, event: Event, body: bytes) -> bytes:
         if event.id:
             self.positions[event.channel] = event.id
-        body = event.raw.partition(b"\n")[2] if event.raw.startswith(b"id: ") else event.raw
         return b"id: " + vector_id(self.positions).encode("ascii") + b"\n" + body
+
+
+def _body(event: Event) -> bytes:
+    """``event``'s wire form without its ``id:`` line (each vector stream writes its own)."""
+    raw = event.raw
+    return raw.partition(b"\n")[2] if raw.startswith(b"id: ") else raw
 
 
 @attrs.define(slots=True, eq=False, repr=False)
 class RawVectorSubscription(VectorSubscription):
     """:class:`VectorSubscription` over HTTP/1.0 (no chunks)."""
 
-    def frame(self, event: Event) -> bytes:
-        return self.raw(event)
+    def frame(self, event: Event, body: bytes) -> bytes:
+        return self.raw(event, body)
 
 @write.dispatch
 def write_event_sse(event: Event, sub: Subscription):
@@ -1150,13 +1155,14 @@ def write_heartbeat_sse_raw_batch(beat: Heartbeat, batch: RawSSEBatch):
 
 @write.dispatch
 def write_event_vector(event: Event, sub: VectorSubscription):
-    sub.conn.server.push(sub.conn, sub.frame(event))
+    sub.conn.server.push(sub.conn, sub.frame(event, _body(event)))
 
 
 @write.dispatch
 def write_event_vector_batch(event: Event, batch: VectorBatch):
+    body = _body(event)
     for sub in batch:  # each stream its own id: its position in each of its channels
-        sub.conn.server.push(sub.conn, sub.frame(event))
+        sub.conn.server.push(sub.conn, sub.frame(event, body))
 
 
 @write.dispatch

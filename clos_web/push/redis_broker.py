@@ -36,8 +36,9 @@ events, then the buffered ones past what history held, then live ones: no gap an
 at the seam.
 
 Positions are per channel, so a stream of several channels is sent, as each event's id, its
-position in every one of them (:func:`vector_id`: ``TAG:EPOCH-OFFSET,...``, ``TAG`` a short
-hash of the channel's name): one ``Last-Event-ID`` resumes every channel of the stream exactly.
+position in every one of them (:func:`~clos_web.push.broker.vector_id`:
+``TAG:EPOCH-OFFSET,...``, ``TAG`` a short hash of the channel's name): one ``Last-Event-ID``
+resumes every channel of the stream exactly.
 A single id ``EPOCH-OFFSET`` resumes the channel whose epoch it names and resets the others.
 """
 
@@ -46,7 +47,6 @@ from __future__ import annotations
 import json
 import logging
 import secrets
-import zlib
 import threading
 import time
 from collections import deque
@@ -56,9 +56,11 @@ import attrs
 
 from . import sse
 from .broker import (
-    BrokerUnavailable, Publication, broker_add, broker_join, broker_leave, broker_presence,
-    broker_present, broker_publish,
+    BrokerUnavailable, Publication, _announce, broker_add, broker_join, broker_leave,
+    broker_presence, broker_present, broker_publish, channel_tag,
 )
+from .channels import Event, _event_size
+from ..loop.server import current_loop
 from ..redis.cluster import make_client, make_pubsub
 
 log = logging.getLogger("clos_web.push.redis")
@@ -175,6 +177,16 @@ def _pairs(reply) -> dict:
     return {reply[i].decode(): json.loads(reply[i + 1]) for i in range(0, len(reply) - 1, 2)}
 
 
+def _stored_id(reply) -> str:
+    """The event id from the :data:`PUBLISH` script's reply; :class:`BrokerUnavailable` when
+    the event was not stored (Redis unreachable, too slow, or it ran the script too late)."""
+    if isinstance(reply, BaseException):
+        raise BrokerUnavailable(f"the event was not stored: {reply}")
+    if reply is None:
+        raise BrokerUnavailable("the event was not stored: Redis ran it too late")
+    return f"{reply[0].decode()}-{reply[1]}"
+
+
 def _new_epoch() -> str:
     n = secrets.randbelow(36 ** 8)
     return "".join(_ALPHABET[(n // 36 ** i) % 36] for i in range(8))
@@ -196,25 +208,6 @@ def _parse_id(text: str | None):
     if sep and epoch and num.isascii() and num.isdigit() and len(num) < 19:
         return epoch, int(num)
     return "", -1
-
-
-def channel_tag(name: str) -> str:
-    """The short tag of a channel's name in a :func:`vector_id` (24 bits of its CRC-32).
-
-    >>> len(channel_tag("room-1"))
-    6
-    """
-    return f"{zlib.crc32(name.encode('utf-8', 'surrogatepass')) & 0xFFFFFF:06x}"
-
-
-def vector_id(positions: dict) -> str:
-    """The id of an event on a stream of several channels: its position in each,
-    ``{name: "EPOCH-OFFSET"}`` -> ``"TAG:EPOCH-OFFSET,..."``.
-
-    >>> vector_id({"a": "k3f9a2bc-4", "b": "*-0"}).count(",")
-    1
-    """
-    return ",".join(f"{channel_tag(name)}:{pos}" for name, pos in positions.items())
 
 
 def _positions(text: str | None, names) -> dict:
@@ -288,7 +281,6 @@ class RedisBroker:
     _registry: Any = None
     _remotes: dict = attrs.field(factory=dict)
     max_presence: int = 10_000
-    _held: list = attrs.field(factory=list)   # publishes made before the first connection
     _present: dict = attrs.field(factory=dict)  # name -> {client: info} of this process
     _early: list = attrs.field(factory=list)    # scripts waiting for the first connection
     _refreshed: float = 0.0
@@ -309,8 +301,7 @@ class RedisBroker:
             if self.server is not None:
                 return self
             self.server = server
-            self.client = make_client(server, self.url, on_connect=self._connected,
-                                      on_disconnect=self._disconnected)
+            self.client = make_client(server, self.url, on_connect=self._connected)
             self.pubsub = make_pubsub(server, self.url, on_message=self._message,
                                       on_subscribed=self._subscribed,
                                       on_connect=self._resubscribed)
@@ -318,6 +309,15 @@ class RedisBroker:
         self.pubsub.start()
         server.call_soon_threadsafe(server.add_sweeper, self._sweep)
         return self
+
+    def _attached(self) -> None:
+        """Attach to the loop running on this thread if the broker has none yet."""
+        if self.server is None:
+            server = current_loop()
+            if server is None:
+                raise RuntimeError("this RedisBroker runs in no server's loop yet: call "
+                                   "broker.attach(server) first")
+            self.attach(server)
 
     def close(self) -> None:
         """Close both connections (any thread)."""
@@ -356,51 +356,33 @@ class RedisBroker:
         args = [etype or "", data, max(registry.history, 0), int(registry.max_age * 1000),
                 int(max(self.meta_ttl, registry.max_age) * 1000), f"clos_web:{name}",
                 _new_epoch(), int((time.time() + 0.75 * self.timeout) * 1000)]
-        if self.server is None:
-            from ..loop.server import current_loop
-            server = current_loop()
-            if server is None:
-                raise RuntimeError("this RedisBroker runs in no server's loop yet: call "
-                                   "broker.attach(server) first")
-            self.attach(server)
+        self._attached()
         if not self._on_loop():
             # another thread: wait here for Redis (never on the loop thread)
             try:
                 reply = self.client.submit_eval(PUBLISH, _keys(name), args,
                                                 timeout=self.timeout).result(self.timeout + 1)
             except Exception as exc:
-                raise BrokerUnavailable(f"the event was not stored: {exc}") from None
-            if reply is None:
-                raise BrokerUnavailable("the event was not stored: Redis ran it too late")
-            return f"{reply[0].decode()}-{reply[1]}"
+                reply = exc
+            return _stored_id(reply)
+        if self._up and not self.client.connected:
+            raise BrokerUnavailable(f"redis at {self.url} is unreachable")
         pub = Publication(name)
-        if not self.client.connected:
-            if self._up:
-                raise BrokerUnavailable(f"redis at {self.url} is unreachable")
-            # the first connection is being made: the publish waits for it (within timeout)
-            self._held.append((pub, name, args))
-            self.server.call_later(self.timeout, self._give_up, pub)
-            return pub
-        self._send_publish(pub, name, args)
+
+        def stored(reply):
+            try:
+                pub.settle(_stored_id(reply), None)
+            except BrokerUnavailable as exc:
+                pub.settle(None, exc)
+
+        self._eval(stored, PUBLISH, _keys(name), args)
         return pub
 
-    def _send_publish(self, pub: Publication, name: str, args: list) -> None:
-        def stored(reply):
-            if isinstance(reply, BaseException):
-                pub.settle(None, BrokerUnavailable(f"the event was not stored: {reply}"))
-            elif reply is None:
-                pub.settle(None, BrokerUnavailable("the event was not stored: Redis ran it "
-                                                   "too late"))
-            else:
-                pub.settle(f"{reply[0].decode()}-{reply[1]}", None)
-
-        self.client.eval(stored, PUBLISH, _keys(name), args, timeout=self.timeout)
-
-    def _eval(self, callback, script: str, keys, args, timeout: float | None = None) -> None:
+    def _eval(self, callback, script: str, keys, args) -> None:
         """Run ``script`` (loop thread); before the first connection it waits for it (up to
         ``timeout``), so a process's first requests are not refused while it connects."""
         if self._up or self.client.connected:
-            self.client.eval(callback, script, keys, args, timeout=timeout or self.timeout)
+            self.client.eval(callback, script, keys, args, timeout=self.timeout)
             return
         waiting = [callback, script, keys, args]
         self._early.append(waiting)
@@ -412,26 +394,11 @@ class RedisBroker:
 
         self.server.call_later(self.timeout, give_up)
 
-    def _give_up(self, pub: Publication) -> None:
-        for i, (held, _, _) in enumerate(self._held):
-            if held is pub:
-                del self._held[i]
-                pub.settle(None, BrokerUnavailable(f"redis at {self.url} is unreachable"))
-                return
-
     def _connected(self) -> None:
         self._up = True
         early, self._early = self._early, []
         for callback, script, keys, args in early:
             self.client.eval(callback, script, keys, args, timeout=self.timeout)
-        held, self._held = self._held, []
-        for pub, name, args in held:
-            self._send_publish(pub, name, args)
-
-    def _disconnected(self, exc) -> None:
-        held, self._held = self._held, []
-        for pub, _, _ in held:
-            pub.settle(None, BrokerUnavailable(f"redis at {self.url} is unreachable: {exc}"))
 
     # -- presence ----------------------------------------------------------------------------
 
@@ -447,10 +414,8 @@ class RedisBroker:
                 del self._present[name]
         ttl = int(registry.presence_ttl * 1000)
         args = [client, json.dumps(info) if joined else "", ttl, 2 * ttl]
-        self._eval(self._presence_failed, PRESENCE_SET, _presence_keys(name), args,
-                         timeout=self.timeout)
+        self._eval(self._presence_failed, PRESENCE_SET, _presence_keys(name), args)
         if registry.presence_events:
-            from .broker import _announce
             _announce(registry, name, "join" if joined else "leave", client, info)
 
     def _presence_failed(self, reply) -> None:
@@ -472,21 +437,14 @@ class RedisBroker:
                 if isinstance(reply, BaseException):
                     log.warning("presence of %r not refreshed: %s", name, reply)
                 elif reply and registry.presence_events:
-                    from .broker import _announce
                     for client, info in _pairs(reply).items():
                         _announce(registry, name, "leave", client, info)
 
             self._eval(done, PRESENCE_REFRESH, _presence_keys(name),
-                             [ttl, 2 * ttl, *mine], timeout=self.timeout)
+                             [ttl, 2 * ttl, *mine])
 
     def presence(self, name: str) -> dict:
-        if self.server is None:
-            from ..loop.server import current_loop
-            if current_loop() is not None:
-                self.attach(current_loop())
-            else:
-                raise RuntimeError("this RedisBroker runs in no server's loop yet: call "
-                                   "broker.attach(server) first")
+        self._attached()
         if self._on_loop():
             raise RuntimeError("presence() waits for Redis: call it from another thread (a "
                                "blocking=True handler), or follow the channel's presence "
@@ -509,8 +467,7 @@ class RedisBroker:
                 event = registry._presence_event("presence", name, None, _pairs(reply))
                 registry._live(sub, name, [event])
 
-        self._eval(done, PRESENCE_READ, _presence_keys(name), [self.max_presence],
-                         timeout=self.timeout)
+        self._eval(done, PRESENCE_READ, _presence_keys(name), [self.max_presence])
 
     # -- joining -----------------------------------------------------------------------------
 
@@ -595,7 +552,7 @@ class RedisBroker:
                     self._read_for(rc, join)
             self._settle_joins(rc)
 
-        self._eval(done, READ, _keys(rc.name), [after or 0, count], timeout=self.timeout)
+        self._eval(done, READ, _keys(rc.name), [after or 0, count])
 
     def _entries(self, entries) -> list:
         out = []
@@ -636,7 +593,6 @@ class RedisBroker:
                 join.overflow = True
 
     def _event(self, name: str, eid: str, etype: str | None, data: str, with_id: bool = True):
-        from .channels import Event, _event_size
         raw = sse.encode(data, etype, eid if with_id else None)
         chunk = sse.chunk(raw)
         return Event(eid, 0, name, etype, data, time.monotonic(), raw, chunk,
@@ -695,7 +651,7 @@ class RedisBroker:
                 self._read_for(rc, join)
                 self._settle_joins(rc)
 
-        self._eval(done, READ, _keys(rc.name), [0, 0], timeout=self.timeout)
+        self._eval(done, READ, _keys(rc.name), [0, 0])
 
     def _read_for(self, rc: _Remote, join: _Join) -> None:
         """The history ``join`` needs: after its offset, when its id names this channel."""
@@ -733,7 +689,7 @@ class RedisBroker:
             self._settle_joins(rc)
 
         self._eval(done, READ, _keys(rc.name),
-                         [position[1], max(registry.history, 0)], timeout=self.timeout)
+                         [position[1], max(registry.history, 0)])
 
     def _retry(self, rc: _Remote, join: _Join, step) -> bool:
         """A read for ``join`` failed (Redis away, or this process's client still
