@@ -498,8 +498,8 @@ def _template(kind: str, arity: int, n_before: int = 0, n_after: int = 0):
                  [f"        for f in afters:\n            f({params})\n"])
         source = (f"def make({names}):\n"
                   f"    def combined({params}):\n" + "".join(body) +
-                  f"        return value\n"
-                  f"    return combined\n")
+                  "        return value\n"
+                  "    return combined\n")
     namespace: dict = {}
     exec(compile(source, f"<clos_web.clos {kind} {arity}>", "exec"), namespace)
     return namespace["make"]
@@ -961,15 +961,9 @@ class Generic:
         True
         """
         self._check_arity(args)
-        if self._pending:
-            self._register_pending()
-        table = self._table
-        keys = table.key(*args)
-        entry = _lookup(table.cache, keys)
-        if entry is None:
-            entry = self._fill(table, keys, args)
+        entry = self._miss(*args)  # the cache's entry (filled if missing), as a call finds it
         if isinstance(entry, _Uncached):
-            entry = self._combine(table.methods, args)[0]
+            entry = self._combine(self._table.methods, args)[0]
         if isinstance(entry, _NoMethod):
             entry(*args)  # raises
         return entry

@@ -201,6 +201,13 @@ def process_ready_redis(ready: RedisConnection, server: object, events):
         owner._break(ready, f"internal error ({exc!r})")
 
 
+def check_backoff(backoff) -> None:
+    """Refuse reconnection delays that are not ``(first, most)`` with ``0 < first <= most``."""
+    first, most = backoff
+    if not 0 < first <= most:
+        raise ValueError(f"backoff is (first, most) with 0 < first <= most, not {backoff!r}")
+
+
 def close_on_loop(owner) -> None:
     """Run ``owner._close_now()`` on its loop: now when this is the loop's thread (or the loop
     never ran, or stopped), else there, waiting at most 5 s for it."""
@@ -256,10 +263,7 @@ class _Endpoint:
 
     def __attrs_post_init__(self) -> None:
         self.address = parse_url(self.url)
-        first, most = self.backoff
-        if not 0 < first <= most:
-            raise ValueError(f"backoff is (first, most) with 0 < first <= most, not "
-                             f"{self.backoff!r}")
+        check_backoff(self.backoff)
 
     def _state(self) -> str:
         if self._closed:

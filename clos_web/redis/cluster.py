@@ -62,7 +62,7 @@ import attrs
 
 from .client import (
     RedisAddress, RedisClient, RedisPubSub, RedisTimeout, RedisUnavailable, _deliver,
-    _future_callback, close_on_loop,
+    _future_callback, check_backoff, close_on_loop,
 )
 from .resp import DEFAULT_MAX_REPLY, ReplyError, _arg, encode_command
 
@@ -282,10 +282,7 @@ class RedisCluster:
 
     def __attrs_post_init__(self) -> None:
         self.seeds = parse_cluster_url(self.url)
-        first, most = self.backoff
-        if not 0 < first <= most:
-            raise ValueError(f"backoff is (first, most) with 0 < first <= most, not "
-                             f"{self.backoff!r}")
+        check_backoff(self.backoff)
 
     def __repr__(self) -> str:
         more = f" (+{len(self.seeds) - 1} seeds)" if len(self.seeds) > 1 else ""
