@@ -155,6 +155,30 @@ class Connection:
         return f"<Connection {self.state.name} protocol={protocol} out={self.out_bytes}>"
 
 
+def drop_sent(out: list, sent: int) -> bool:
+    """Take the ``sent`` bytes a send took off the front of the output queue ``out`` (bytes
+    or memoryviews; a partly sent one is cut). True when whole items went; False when the
+    first was only cut (the socket is full). One deletion per send: a long queue costs O(n),
+    not O(n^2).
+
+    >>> out = [b"ab", b"cd"]; drop_sent(out, 3), out[0].tobytes()
+    (True, b'd')
+    """
+    done = 0
+    while sent:
+        n = len(out[done])
+        if sent >= n:
+            sent -= n
+            done += 1
+        else:
+            out[done] = memoryview(out[done])[sent:]
+            sent = 0
+    if done:
+        del out[:done]
+        return True
+    return False
+
+
 _current = threading.local()
 
 
@@ -753,19 +777,12 @@ class Loop:
             except (ConnectionError, OSError):
                 self.close(conn)
                 return
+            if sent == conn.out_bytes:  # the whole queue went (the common case)
+                conn.out_bytes = 0
+                out.clear()
+                break
             conn.out_bytes -= sent
-            done = 0
-            while sent:
-                n = len(out[done])
-                if sent >= n:
-                    sent -= n
-                    done += 1
-                else:
-                    out[done] = memoryview(out[done])[sent:]
-                    sent = 0
-            if done:
-                del out[:done]  # one deletion per send: a long queue costs O(n), not O(n^2)
-            else:
+            if not drop_sent(out, sent):
                 break  # a partial send: the socket is full
         if conn.close_after and not out:
             self._linger(conn)

@@ -62,7 +62,7 @@ from typing import Any, Callable
 import attrs
 
 from ..clos import generic
-from ..loop.server import EVENT_READ, EVENT_WRITE, process_ready
+from ..loop.server import EVENT_READ, EVENT_WRITE, drop_sent, process_ready
 from .resp import (
     DEFAULT_MAX_REPLY, NOT_READY, ProtocolError, RedisError, Reader, ReplyError, encode_command,
 )
@@ -476,18 +476,7 @@ class _Endpoint:
                 self._break(conn, f"connection lost ({exc})")
                 return
             conn.out_bytes -= sent
-            done = 0
-            while sent:
-                n = len(out[done])
-                if sent >= n:
-                    sent -= n
-                    done += 1
-                else:
-                    out[done] = memoryview(out[done])[sent:]
-                    sent = 0
-            if done:
-                del out[:done]
-            else:
+            if not drop_sent(out, sent):
                 break  # the socket is full
         events = EVENT_READ | EVENT_WRITE if out else EVENT_READ
         if conn.events != events:
