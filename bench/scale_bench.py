@@ -767,14 +767,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     return a
 
 
-def _sigterm(signum, frame):
-    raise KeyboardInterrupt
-
-
 def main(argv=None) -> int:
     a = parse_args(argv)
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, _sigterm)
+    signal.signal(signal.SIGTERM, pb._sigterm)  # SIGTERM cleans up like Ctrl-C
     if a.report:
         doc = json.loads(a.report.read_text())
         report(doc["runs"], doc["config"]["scenarios"])

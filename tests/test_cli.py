@@ -11,7 +11,6 @@ import signal
 import socket
 import subprocess
 import sys
-import textwrap
 import time
 
 import pytest
@@ -107,14 +106,18 @@ def spawn(tmp_path):
 
     yield start
     for proc in procs:
-        kids = children(proc.pid) | proc.seen_children
-        proc.kill()
-        proc.wait(10)
-        for kid in kids:
-            try:
-                os.kill(kid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        kill_all(proc, children(proc.pid) | proc.seen_children)
+
+
+def kill_all(proc, kids) -> None:
+    """SIGKILL a supervisor ``proc`` (and wait for it) and the worker pids ``kids``."""
+    proc.kill()
+    proc.wait(10)
+    for kid in kids:
+        try:
+            os.kill(kid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def serving(port: int, data: bytes = GET_PLAIN):

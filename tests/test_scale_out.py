@@ -30,7 +30,7 @@ import pytest
 
 from conftest import ROOT, Reader, connect, wait_for
 from redis_server import redis_server  # noqa: F401  (the fixture)
-from test_cli import GET_PID, PY, children, env, free_port, pids_served, serving
+from test_cli import GET_PID, PY, children, env, free_port, kill_all, pids_served, serving
 
 CHANNEL = "room"
 
@@ -360,14 +360,7 @@ def scale(redis_server, tmp_path):  # noqa: F811
         yield cluster
     finally:
         cluster.close()
-        kids = cluster.seen | (children(proc.pid) if proc.poll() is None else set())
-        proc.kill()
-        proc.wait(10)
-        for kid in kids:
-            try:
-                os.kill(kid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        kill_all(proc, cluster.seen | (children(proc.pid) if proc.poll() is None else set()))
 
 
 def check_ids(ids: list[str], first: int = 1) -> None:
