@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import json
 import logging
-import secrets
+import random
 import threading
 import time
 from collections import deque
@@ -64,8 +64,6 @@ from ..loop.server import current_loop
 from ..redis.cluster import make_client, make_pubsub
 
 log = logging.getLogger("clos_web.push.redis")
-
-_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
 
 PUBLISH = """
 local now = redis.call('TIME')
@@ -187,9 +185,11 @@ def _stored_id(reply) -> str:
     return f"{reply[0].decode()}-{reply[1]}"
 
 
-def _new_epoch() -> str:
-    n = secrets.randbelow(36 ** 8)
-    return "".join(_ALPHABET[(n // 36 ** i) % 36] for i in range(8))
+def _new_epoch(_bits=random.getrandbits) -> str:
+    # 48 random bits: what tells a channel's storage lost from its history expired is that
+    # the new epoch differs from the old one (Mersenne Twister suffices, nothing is secret;
+    # random reseeds itself in a forked worker)
+    return "%012x" % _bits(48)
 
 
 def _keys(name: str) -> list:

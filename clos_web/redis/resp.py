@@ -119,11 +119,16 @@ def encode_command(*args) -> bytes:
     if not args:
         raise TypeError("a command has at least its name")
     parts = [b"*%d\r\n" % len(args)]
+    append = parts.append
     for value in args:
-        data = _arg(value)
-        parts.append(b"$%d\r\n" % len(data))
-        parts.append(data)
-        parts.append(b"\r\n")
+        cls = value.__class__
+        if cls is str:
+            value = value.encode()
+        elif cls is int:
+            value = b"%d" % value
+        elif cls is not bytes:
+            value = _arg(value)
+        append(b"$%d\r\n%b\r\n" % (len(value), value))
     return b"".join(parts)
 
 
