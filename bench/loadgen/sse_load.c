@@ -552,8 +552,10 @@ static int ws_head_ok(conn *c) {
             char *e = v + strlen(v);
             while (e > v && (e[-1] == '\r' || e[-1] == ' ' || e[-1] == '\t')) e--;
             int vl = (int)(e - v), nl = (int)(colon - line);
-            if (nl == 7 && !strncasecmp(line, "upgrade", 7)) upgrade |= vl == 9 && !strncasecmp(v, "websocket", 9);
-            else if (nl == 10 && !strncasecmp(line, "connection", 10)) connection |= has_token(v, "upgrade");
+            if (nl == 7 && !strncasecmp(line, "upgrade", 7))
+                upgrade |= vl == 9 && !strncasecmp(v, "websocket", 9);
+            else if (nl == 10 && !strncasecmp(line, "connection", 10))
+                connection |= has_token(v, "upgrade");
             else if (nl == 20 && !strncasecmp(line, "sec-websocket-accept", 20))
                 accept = vl == (int)strlen(want) && !memcmp(v, want, vl);
             else if ((nl == 24 && !strncasecmp(line, "sec-websocket-extensions", 24)) ||
@@ -655,7 +657,8 @@ static void ws_protocol_error(conn *c, const char *why) {
     ws_protocol_errors++;
     c->error = 1;
     if (selftest_mode) st_printf("(protocol error: %s)", why);
-    else if (ws_protocol_errors <= 5) fprintf(stderr, "sse_load: websocket protocol error: %s\n", why);
+    else if (ws_protocol_errors <= 5)
+        fprintf(stderr, "sse_load: websocket protocol error: %s\n", why);
 }
 
 /* JSON: the string starting after the opening quote at *pp, unescaped into out (if not NULL);
@@ -710,7 +713,8 @@ static int json_string(const char **pp, const char *end, char **out, int *len, i
             }
             if (u >= 0xDC00 && u <= 0xDFFF) u = 0xFFFD;
             if (u < 0x80) ch[0] = (char)u;
-            else if (u < 0x800) ch[0] = (char)(0xC0 | u >> 6), ch[1] = (char)(0x80 | (u & 63)), k = 2;
+            else if (u < 0x800)
+                ch[0] = (char)(0xC0 | u >> 6), ch[1] = (char)(0x80 | (u & 63)), k = 2;
             else if (u < 0x10000)
                 ch[0] = (char)(0xE0 | u >> 12), ch[1] = (char)(0x80 | (u >> 6 & 63)),
                 ch[2] = (char)(0x80 | (u & 63)), k = 3;
@@ -765,26 +769,27 @@ static const char *json_skip(const char *p, const char *end) {
 
 /* A clos_web WebSocket event: the object {"id": ..., "event": ..., "data": "..."}. The data
    string is unescaped into c->line; id (a string or a number) and event (a string; null or
-   absent: "") are copied, truncated. Returns 1 when it is an object with a string "data". */
+   absent: "") are copied, truncated. Returns 1 for an object with a string "data", 0 for an
+   object without "data" (an event of another kind, e.g. a heartbeat), -1 for anything else. */
 static int json_event(conn *c, const char *p, int n, char *id, int idcap, char *ev, int evcap) {
     const char *end = p + n;
     int have_data = 0;
     id[0] = ev[0] = 0;
     c->line_len = 0;
     p = json_ws(p, end);
-    if (p >= end || *p++ != '{') return 0;
+    if (p >= end || *p++ != '{') return -1;
     p = json_ws(p, end);
-    if (p < end && *p == '}') return 0;
+    if (p < end && *p == '}') return json_ws(p + 1, end) == end ? 0 : -1;
     for (;;) {
         p = json_ws(p, end);
-        if (p >= end || *p++ != '"') return 0;
+        if (p >= end || *p++ != '"') return -1;
         const char *k0 = p;
-        if (!json_string(&p, end, NULL, NULL, NULL)) return 0;
+        if (!json_string(&p, end, NULL, NULL, NULL)) return -1;
         int kl = (int)(p - 1 - k0); /* raw key: the three we want have no escapes */
         p = json_ws(p, end);
-        if (p >= end || *p++ != ':') return 0;
+        if (p >= end || *p++ != ':') return -1;
         p = json_ws(p, end);
-        if (p >= end) return 0;
+        if (p >= end) return -1;
         int is_data = kl == 4 && !memcmp(k0, "data", 4);
         int is_id = kl == 2 && !memcmp(k0, "id", 2);
         int is_ev = kl == 5 && !memcmp(k0, "event", 5);
@@ -792,14 +797,14 @@ static int json_event(conn *c, const char *p, int n, char *id, int idcap, char *
             p++;
             if (is_data) {
                 c->line_len = 0;
-                if (!json_string(&p, end, &c->line, &c->line_len, &c->line_cap)) return 0;
+                if (!json_string(&p, end, &c->line, &c->line_len, &c->line_cap)) return -1;
                 have_data = 1;
             } else {
                 char *tmp = NULL;
                 int tl = 0, tc = 0;
                 if (!json_string(&p, end, &tmp, &tl, &tc)) {
                     free(tmp);
-                    return 0;
+                    return -1;
                 }
                 char *dst = is_id ? id : ev;
                 int cap = is_id ? idcap : evcap;
@@ -811,24 +816,24 @@ static int json_event(conn *c, const char *p, int n, char *id, int idcap, char *
         } else {
             const char *v = p;
             p = json_skip(p, end);
-            if (!p) return 0;
+            if (!p) return -1;
             if (is_id && *v != '{' && *v != '[' && !(p - v == 4 && !memcmp(v, "null", 4))) {
                 int k = (int)(p - v) < idcap - 1 ? (int)(p - v) : idcap - 1;
                 memcpy(id, v, k);
                 id[k] = 0;
             }
-            if (is_data) return 0; /* data must be a string */
+            if (is_data) return -1; /* data must be a string */
         }
         p = json_ws(p, end);
-        if (p >= end) return 0;
+        if (p >= end) return -1;
         if (*p == ',') {
             p++;
             continue;
         }
-        if (*p++ != '}') return 0;
+        if (*p++ != '}') return -1;
         break;
     }
-    return json_ws(p, end) == end && have_data;
+    return json_ws(p, end) == end ? have_data : -1;
 }
 
 /* A complete message on a subscriber: the publish payload, raw or in a JSON event. */
@@ -838,7 +843,8 @@ static void ws_sub_message(conn *c, int opcode, uint64_t now_ns) {
     char ev[32] = "";
     if (!opt.ws_raw) {
         char id[64];
-        if (!json_event(c, c->data, c->data_len, id, sizeof id, ev, sizeof ev)) {
+        int r = json_event(c, c->data, c->data_len, id, sizeof id, ev, sizeof ev);
+        if (r < 0) {
             ws_json_errors++;
             c->bad_payload++;
             bad_payload_total++;
@@ -847,6 +853,13 @@ static void ws_sub_message(conn *c, int opcode, uint64_t now_ns) {
             return;
         }
         if (id[0]) memcpy(c->last_id, id, sizeof c->last_id);
+        if (r == 0) { /* no data: not a published event */
+            c->other_events++;
+            other_events_total++;
+            if (selftest_mode) st_printf("[%s|%s|(no data)]", ev, c->last_id);
+            c->data_len = 0;
+            return;
+        }
         d = c->line;
         len = c->line_len;
     }
@@ -1367,8 +1380,8 @@ static void send_sub_request(conn *c) {
             int k = snprintf(q, sizeof q, "?lastEventId=");
             for (const char *s = c->last_id; *s && k < (int)sizeof q - 4; s++) {
                 uint8_t ch = (uint8_t)*s;
-                if ((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
-                    ch == '-' || ch == '.' || ch == '_' || ch == '~')
+                if ((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') ||
+                    (ch >= 'A' && ch <= 'Z') || ch == '-' || ch == '.' || ch == '_' || ch == '~')
                     q[k++] = (char)ch;
                 else
                     k += snprintf(q + k, sizeof q - k, "%%%02X", ch);
@@ -1625,6 +1638,8 @@ static int echo_main(void) {
             t_m1 = now;
             echo_measuring = echo_sending = 0;
             getrusage(RUSAGE_SELF, &ru1);
+            fprintf(stderr, "# measured t_mono=%.6f round_trips=%ld\n", now, echo_round_trips);
+            fflush(stderr);
             phase = E_DRAIN;
             phase_end = now + opt.drain;
         }
@@ -1972,6 +1987,7 @@ static int ws_selftest(void) {
         " {\"meta\": {\"a\": [1, \"}\"]}, \"data\": \"y\", \"id\": \"z\", \"n\": -1.5e3, \"t\": true} ",
         "{\"id\":\"9\",\"event\":\"reset\",\"data\":\"gap\"}",
         "{\"data\": 5}", "[1,2]", "{\"data\":\"unterminated}", "{\"data\":\"x\"} trailing",
+        "{\"event\": \"heartbeat\"}", "{}",
     };
     for (int i = 0; i < (int)(sizeof js / sizeof *js); i++)
         n += st_frame(w + n, 1, 1, js[i], (int)strlen(js[i]), 0);
@@ -1982,7 +1998,8 @@ static int ws_selftest(void) {
     f += ws_selftest_case("json", 0, w, n,
                           "[message|e-1|s=1 t=2 c=0][message|7|a\"b\nc\xc3\xa9\xf0\x9f\x98\x80/]"
                           "[message|z|y][reset|9|gap][json error][json error][json error]"
-                          "[json error][message|f|s=2 t=3 c=0](close 1005)",
+                          "[json error][heartbeat|9|(no data)][|9|(no data)]"
+                          "[message|f|s=2 t=3 c=0](close 1005)",
                           "<close>");
     /* protocol errors: each stops the connection at once */
     static const struct { const char *name, *why; int fin, op, masked, raw_len; } bad[] = {
@@ -2178,7 +2195,10 @@ int main(int argc, char **argv) {
         case 'S': opt.src_addrs = atoi(optarg); break;
         case 'W': opt.connect_window = atoi(optarg); break;
         case 'x': snprintf(opt.prefix, sizeof opt.prefix, "%s", optarg); break;
-        case 'u': snprintf(opt.sub_path, sizeof opt.sub_path, "%s", optarg); opt.sub_path_set = 1; break;
+        case 'u':
+            snprintf(opt.sub_path, sizeof opt.sub_path, "%s", optarg);
+            opt.sub_path_set = 1;
+            break;
         case 'v': snprintf(opt.pub_path, sizeof opt.pub_path, "%s", optarg); break;
         case 'r': opt.rate = strcmp(optarg, "max") ? atof(optarg) : -1; break;
         case 'N': opt.publishes = atol(optarg); break;
