@@ -37,4 +37,11 @@ fi
 # SCALE_ARGS="--scenarios cost"). Never changes the exit status.
 # shellcheck disable=SC2086
 "$BENCH_DIR/.venv/bin/python" "$BENCH_DIR/scale_bench.py" ${BENCH_ARGS:-} "$@" ${SCALE_ARGS:-} || true
+
+# WebSocket benchmark (fanout and idle vs nginx+Nchan, echo vs websockets, aiohttp and uvicorn;
+# see README "WebSocket"). It takes the shared options it knows (--quick, --rounds, --servers,
+# --no-pin, ...) and ignores the others and server names it does not know; its own go in
+# $WS_ARGS (e.g. WS_ARGS="--scenarios echo"). Never changes the exit status.
+# shellcheck disable=SC2086
+"$BENCH_DIR/.venv/bin/python" "$BENCH_DIR/ws_bench.py" ${BENCH_ARGS:-} "$@" ${WS_ARGS:-} || true
 exit $status

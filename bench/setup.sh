@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Prepare the HTTP benchmark environment (idempotent; fast on a second run).
-#  - bench/.venv : a separate venv holding the peer frameworks (never the project venv)
+#  - bench/.venv : a separate venv holding the peer frameworks (never the project venv);
+#                  websockets and wsproto are the WebSocket peers of ws_bench.py
 #  - wrk, nginx  : Debian packages (load generator and native reference server)
 set -euo pipefail
 
 BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 VENV="$BENCH_DIR/.venv"
 PY="${BENCH_PYTHON:-python3}"
-PEERS=(uvicorn starlette sse-starlette httptools uvloop aiohttp tornado matplotlib)
+PEERS=(uvicorn starlette sse-starlette httptools uvloop aiohttp tornado matplotlib websockets wsproto)
 
 log() { echo "[bench/setup] $*" >&2; }
 

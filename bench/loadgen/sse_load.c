@@ -22,6 +22,21 @@
  * Progress and "# ready" lines go to stderr. Every run is bounded by --timeout.
  * Only addresses in 127.0.0.0/8 are accepted as targets.
  *
+ * WebSocket (RFC 6455), for bench/ws_bench.py:
+ *   --ws    subscribers open GET /ws/<prefix><k> with an opening handshake (a random
+ *           Sec-WebSocket-Key; the 101, Upgrade, Connection and Sec-WebSocket-Accept are
+ *           checked) and read server frames: every length form, fragmented messages, control
+ *           frames between fragments, ping -> masked pong, close -> close. Each message carries
+ *           the publish payload: inside the "data" string of a JSON object {"id","event","data"}
+ *           (--ws-format json, clos_web) or as the whole frame payload (--ws-format raw, Nchan).
+ *           Loss, duplicates and latency are counted exactly as for SSE; --reconnect resumes
+ *           with ?lastEventId=<the last JSON id>.
+ *   --echo  N connections to a WebSocket echo path, each keeping D masked messages of S bytes
+ *           in flight; every echo is checked byte for byte against what was sent (content is a
+ *           function of connection, sequence and offset, so nothing is kept per message but its
+ *           sequence and send time). Reports round trips/s and latency over --duration after
+ *           --warmup, then drains and closes every connection with a close handshake.
+ *
  * Build: gcc -O2 -o sse_load sse_load.c     Self-test of the parsers: sse_load --selftest
  */
 #define _GNU_SOURCE
@@ -69,6 +84,15 @@ static struct {
     char per_conn_csv[256];
     double reconnect;     /* > 0: reconnect after a random 0..reconnect s delay */
     int pub_port;         /* publish to this port (0: --port) */
+    /* WebSocket (defaults set in main) */
+    int ws;               /* --ws: subscribers are WebSocket clients */
+    int ws_raw;           /* --ws-format raw: the frame payload is the message (else JSON) */
+    int sub_path_set;     /* --sub-path given (else /ws/ with --ws) */
+    int echo;             /* --echo: WebSocket echo load instead of push */
+    int echo_conns, echo_depth, echo_binary;
+    long echo_size;
+    double warmup;
+    char echo_path[64];
 } opt = {
     "127.0.0.1", 0, 1, 1, 8, 1000, "ch", "/sub/", "/pub/",
     0, 0, 0, 64, 1, 64, 0.5, 10.0, 0.0, 60.0, 300.0, 0, 0, 10, "",
@@ -139,9 +163,9 @@ static double hpct(double p) {
 /* ------------------------------------------------------------------------------------------ */
 /* connections                                                                                */
 
-enum { SUB = 1, PUB = 2 };
+enum { SUB = 1, PUB = 2, ECHO = 3 };
 enum { C_IDLE, C_CONNECTING, C_HEAD, C_BODY, C_CLOSED };
-enum { B_CLOSE, B_LENGTH, B_CHUNKED };
+enum { B_CLOSE, B_LENGTH, B_CHUNKED, B_WS };
 enum { CH_SIZE, CH_EXT, CH_DATA, CH_DATA_END, CH_TRAILER, CH_TRAILER_LINE };
 
 typedef struct conn {
@@ -177,6 +201,23 @@ typedef struct conn {
     uint32_t *fifo_chan, *fifo_seq;
     int fifo_head, fifo_n;
     uint64_t next_due_ns;
+    /* WebSocket (--ws subscribers, --echo connections) */
+    int is_ws, ws_ok;     /* a WebSocket client; its 101 head passed every check */
+    int want_out;         /* registered for EPOLLOUT (output pending) */
+    char ws_key[32];      /* the Sec-WebSocket-Key sent (base64 of 16 random bytes) */
+    uint8_t wh[14];       /* the frame header read so far */
+    int wh_len, w_in_payload, w_opcode, w_fin;
+    uint64_t w_left;      /* payload bytes left in the current frame */
+    int w_msg_opcode;     /* opcode of the message being assembled (0: between messages) */
+    uint64_t w_msg_len;   /* its bytes so far */
+    char w_ctrl[128];     /* a control frame's payload (at most 125 bytes) */
+    int w_ctrl_len, closing, close_code;
+    uint32_t pings, frames;
+    /* echo (--echo): sequences and send times of the messages in flight, oldest first */
+    uint32_t *e_seq;
+    uint64_t *e_sent_ns;
+    int e_head, e_n, e_bad;
+    uint32_t e_next_seq;
 } conn;
 
 static int ep;
@@ -385,10 +426,633 @@ static void sse_feed(conn *c, const char *p, int n, uint64_t now_ns) {
 }
 
 /* ------------------------------------------------------------------------------------------ */
+/* WebSocket (RFC 6455): handshake key and accept, client frames out, server frames in         */
+
+static long ws_handshake_errors, ws_protocol_errors, ws_pings, ws_pongs_sent, ws_closes;
+static long ws_json_errors, ws_text_msgs, ws_binary_msgs;
+/* --echo */
+static long echo_sent, echo_received, echo_ok, echo_mismatch, echo_wrong_len, echo_wrong_type;
+static long echo_unexpected, echo_round_trips;
+static int echo_sending, echo_measuring;
+
+static uint64_t rng_state[2];
+static uint64_t rng_next(void) { /* xorshift128+: mask keys and handshake keys */
+    uint64_t s1 = rng_state[0];
+    const uint64_t s0 = rng_state[1];
+    rng_state[0] = s0;
+    s1 ^= s1 << 23;
+    rng_state[1] = s1 ^ s0 ^ (s1 >> 17) ^ (s0 >> 26);
+    return rng_state[1] + s0;
+}
+static void rng_seed(void) {
+    uint64_t seed[2] = {0, 0};
+    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        if (read(fd, seed, sizeof seed) != (ssize_t)sizeof seed) seed[0] = seed[1] = 0;
+        close(fd);
+    }
+    seed[0] ^= mono_ns();
+    seed[1] ^= ((uint64_t)getpid() << 32) | 0x9e3779b9u;
+    rng_state[0] = seed[0];
+    rng_state[1] = seed[1] ? seed[1] : 1;
+}
+
+static void sha1(const uint8_t *msg, size_t len, uint8_t out[20]) {
+    uint32_t h[5] = {0x67452301u, 0xEFCDAB89u, 0x98BADCFEu, 0x10325476u, 0xC3D2E1F0u};
+    uint64_t bits = (uint64_t)len * 8;
+    size_t total = ((len + 8) / 64 + 1) * 64; /* message, 0x80, zeros, 64-bit length */
+    for (size_t off = 0; off < total; off += 64) {
+        uint32_t w[80];
+        for (int i = 0; i < 64; i++) {
+            size_t k = off + i;
+            uint8_t b = k < len ? msg[k] : k == len ? 0x80
+                      : k >= total - 8 ? (uint8_t)(bits >> (8 * (total - 1 - k))) : 0;
+            if (i % 4 == 0) w[i / 4] = 0;
+            w[i / 4] |= (uint32_t)b << (24 - 8 * (i % 4));
+        }
+        for (int i = 16; i < 80; i++) {
+            uint32_t x = w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16];
+            w[i] = x << 1 | x >> 31;
+        }
+        uint32_t a = h[0], b = h[1], c = h[2], d = h[3], e = h[4];
+        for (int i = 0; i < 80; i++) {
+            uint32_t f, k;
+            if (i < 20) f = (b & c) | (~b & d), k = 0x5A827999u;
+            else if (i < 40) f = b ^ c ^ d, k = 0x6ED9EBA1u;
+            else if (i < 60) f = (b & c) | (b & d) | (c & d), k = 0x8F1BBCDCu;
+            else f = b ^ c ^ d, k = 0xCA62C1D6u;
+            uint32_t t = (a << 5 | a >> 27) + f + e + k + w[i];
+            e = d, d = c, c = b << 30 | b >> 2, b = a, a = t;
+        }
+        h[0] += a, h[1] += b, h[2] += c, h[3] += d, h[4] += e;
+    }
+    for (int i = 0; i < 20; i++) out[i] = (uint8_t)(h[i / 4] >> (24 - 8 * (i % 4)));
+}
+
+static int base64(const uint8_t *in, int n, char *out) {
+    static const char t[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    int o = 0;
+    for (int i = 0; i < n; i += 3) {
+        uint32_t v = (uint32_t)in[i] << 16 | (i + 1 < n ? (uint32_t)in[i + 1] << 8 : 0) |
+                     (i + 2 < n ? in[i + 2] : 0);
+        out[o++] = t[v >> 18 & 63];
+        out[o++] = t[v >> 12 & 63];
+        out[o++] = i + 1 < n ? t[v >> 6 & 63] : '=';
+        out[o++] = i + 2 < n ? t[v & 63] : '=';
+    }
+    out[o] = 0;
+    return o;
+}
+
+/* Sec-WebSocket-Accept for a key: base64(SHA-1(key + the RFC 6455 GUID)) */
+static void ws_accept_for(const char *key, char out[32]) {
+    char buf[128];
+    int n = snprintf(buf, sizeof buf, "%s258EAFA5-E914-47DA-95CA-C5AB0DC85B11", key);
+    uint8_t d[20];
+    sha1((const uint8_t *)buf, (size_t)n, d);
+    base64(d, 20, out);
+}
+
+static void ws_new_key(conn *c) {
+    uint64_t k[2] = {rng_next(), rng_next()};
+    base64((const uint8_t *)k, 16, c->ws_key);
+}
+
+/* Is "token" one of the comma-separated tokens of v (case-insensitive)? */
+static int has_token(const char *v, const char *token) {
+    int tl = (int)strlen(token);
+    while (*v) {
+        while (*v == ' ' || *v == '\t' || *v == ',') v++;
+        const char *e = v;
+        while (*e && *e != ',') e++;
+        const char *t = e;
+        while (t > v && (t[-1] == ' ' || t[-1] == '\t' || t[-1] == '\r')) t--;
+        if (t - v == tl && !strncasecmp(v, token, tl)) return 1;
+        v = e;
+    }
+    return 0;
+}
+
+/* The checks of RFC 6455 4.1 on a 101 head (c->head, NUL-terminated): Upgrade: websocket,
+   Connection: upgrade, the right Sec-WebSocket-Accept, and no extension or subprotocol (none
+   was offered). */
+static int ws_head_ok(conn *c) {
+    int upgrade = 0, connection = 0, accept = 0, other = 0;
+    char want[32];
+    ws_accept_for(c->ws_key, want);
+    char *line = strchr(c->head, '\n');
+    while (line && *++line) {
+        char *eol = strchr(line, '\n');
+        char save = eol ? *eol : 0;
+        if (eol) *eol = 0;
+        char *colon = strchr(line, ':');
+        if (colon) {
+            char *v = colon + 1;
+            while (*v == ' ' || *v == '\t') v++;
+            char *e = v + strlen(v);
+            while (e > v && (e[-1] == '\r' || e[-1] == ' ' || e[-1] == '\t')) e--;
+            int vl = (int)(e - v), nl = (int)(colon - line);
+            if (nl == 7 && !strncasecmp(line, "upgrade", 7))
+                upgrade |= vl == 9 && !strncasecmp(v, "websocket", 9);
+            else if (nl == 10 && !strncasecmp(line, "connection", 10))
+                connection |= has_token(v, "upgrade");
+            else if (nl == 20 && !strncasecmp(line, "sec-websocket-accept", 20))
+                accept = vl == (int)strlen(want) && !memcmp(v, want, vl);
+            else if ((nl == 24 && !strncasecmp(line, "sec-websocket-extensions", 24)) ||
+                     (nl == 22 && !strncasecmp(line, "sec-websocket-protocol", 22)))
+                other = 1;
+        }
+        if (eol) *eol = save;
+        line = eol;
+    }
+    return upgrade && connection && accept && !other;
+}
+
+static void buf_reserve(char **buf, int *len, int *cap, int n) {
+    if (*len + n > *cap) {
+        int c = *cap ? *cap : 64;
+        while (c < *len + n) c *= 2;
+        *buf = xrealloc(*buf, c);
+        *cap = c;
+    }
+}
+
+/* Echo content: the byte at offset i of message seq on connection ci (8 hex digits of seq, 8 of
+   ci, then a filler; text stays ASCII, binary covers every byte value). */
+static inline uint8_t echo_byte(uint32_t ci, uint32_t seq, uint64_t i) {
+    static const char hexd[] = "0123456789abcdef";
+    if (i < 8) return (uint8_t)hexd[(seq >> (28 - 4 * i)) & 15];
+    if (i < 16) return (uint8_t)hexd[(ci >> (28 - 4 * (i - 8))) & 15];
+    if (opt.echo_binary) return (uint8_t)(i * 131 + seq * 7 + ci);
+    return (uint8_t)('a' + (i + seq) % 26);
+}
+
+/* Queue one masked client frame with FIN set: payload p, or (p NULL) echo message seq. */
+static void ws_put_frame(conn *c, int opcode, const uint8_t *p, uint64_t n, uint32_t seq) {
+    uint8_t h[14];
+    int hl = 0;
+    h[hl++] = (uint8_t)(0x80 | opcode);
+    if (n < 126) {
+        h[hl++] = (uint8_t)(0x80 | n);
+    } else if (n < 65536) {
+        h[hl++] = 0x80 | 126;
+        h[hl++] = (uint8_t)(n >> 8), h[hl++] = (uint8_t)n;
+    } else {
+        h[hl++] = 0x80 | 127;
+        for (int i = 7; i >= 0; i--) h[hl++] = (uint8_t)(n >> (8 * i));
+    }
+    uint32_t key = (uint32_t)rng_next();
+    uint8_t m[4];
+    memcpy(m, &key, 4);
+    memcpy(h + hl, m, 4);
+    hl += 4;
+    buf_append(&c->out, &c->out_len, &c->out_cap, (const char *)h, hl);
+    buf_reserve(&c->out, &c->out_len, &c->out_cap, (int)n);
+    uint8_t *dst = (uint8_t *)c->out + c->out_len;
+    if (p)
+        for (uint64_t i = 0; i < n; i++) dst[i] = p[i] ^ m[i & 3];
+    else
+        for (uint64_t i = 0; i < n; i++) dst[i] = echo_byte((uint32_t)c->idx, seq, i) ^ m[i & 3];
+    c->out_len += (int)n;
+}
+
+static void ws_want_write(conn *c, int on) {
+    if (c->fd < 0 || c->want_out == on) return;
+    c->want_out = on;
+    struct epoll_event ev = {.events = EPOLLIN | (on ? EPOLLOUT : 0), .data.ptr = c};
+    epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
+}
+
+/* Send what c->out holds; -1 on a send error (c->error set). */
+static int ws_flush(conn *c) {
+    if (c->fd < 0) return 0; /* self-test: the frames stay in c->out */
+    while (c->out_off < c->out_len) {
+        ssize_t w = send(c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            if (errno == EAGAIN) {
+                ws_want_write(c, 1);
+                return 0;
+            }
+            c->error = 1;
+            return -1;
+        }
+        c->out_off += (int)w;
+    }
+    c->out_len = c->out_off = 0;
+    ws_want_write(c, 0);
+    return 0;
+}
+
+static void st_printf(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int room = (int)sizeof st_log - st_log_len;
+    int n = room > 0 ? vsnprintf(st_log + st_log_len, room, fmt, ap) : 0;
+    if (n > 0) st_log_len += n < room ? n : room - 1;
+    va_end(ap);
+}
+
+static void ws_protocol_error(conn *c, const char *why) {
+    ws_protocol_errors++;
+    c->error = 1;
+    if (selftest_mode) st_printf("(protocol error: %s)", why);
+    else if (ws_protocol_errors <= 5)
+        fprintf(stderr, "sse_load: websocket protocol error: %s\n", why);
+}
+
+/* JSON: the string starting after the opening quote at *pp, unescaped into out (if not NULL);
+   *pp is left after the closing quote. Returns 0 on malformed input. */
+static int json_string(const char **pp, const char *end, char **out, int *len, int *cap) {
+    const char *p = *pp;
+    while (p < end) {
+        const char *q = p;
+        while (q < end && *q != '"' && *q != '\\' && (uint8_t)*q >= 0x20) q++;
+        if (out && q > p) buf_append(out, len, cap, p, (int)(q - p));
+        p = q;
+        if (p >= end || (uint8_t)*p < 0x20) return 0;
+        if (*p == '"') {
+            *pp = p + 1;
+            return 1;
+        }
+        if (++p >= end) return 0; /* backslash */
+        char e = *p++, ch[4];
+        int k = 1;
+        switch (e) {
+        case '"': case '\\': case '/': ch[0] = e; break;
+        case 'b': ch[0] = '\b'; break;
+        case 'f': ch[0] = '\f'; break;
+        case 'n': ch[0] = '\n'; break;
+        case 'r': ch[0] = '\r'; break;
+        case 't': ch[0] = '\t'; break;
+        case 'u': {
+            uint32_t u = 0;
+            for (int pass = 0; pass < 2; pass++) {
+                uint32_t v = 0;
+                if (end - p < 4) return 0;
+                for (int i = 0; i < 4; i++) {
+                    char x = p[i];
+                    int d = (x >= '0' && x <= '9') ? x - '0' : (x >= 'a' && x <= 'f') ? x - 'a' + 10
+                          : (x >= 'A' && x <= 'F') ? x - 'A' + 10 : -1;
+                    if (d < 0) return 0;
+                    v = v * 16 + (uint32_t)d;
+                }
+                p += 4;
+                if (pass == 0) {
+                    u = v;
+                    if (u < 0xD800 || u > 0xDBFF) break; /* not a high surrogate */
+                    if (end - p >= 6 && p[0] == '\\' && p[1] == 'u') {
+                        p += 2;
+                        continue;
+                    }
+                    u = 0xFFFD; /* lone high surrogate */
+                    break;
+                }
+                if (v >= 0xDC00 && v <= 0xDFFF) u = 0x10000 + ((u - 0xD800) << 10) + (v - 0xDC00);
+                else u = 0xFFFD; /* (the second escape is dropped: good enough here) */
+            }
+            if (u >= 0xDC00 && u <= 0xDFFF) u = 0xFFFD;
+            if (u < 0x80) ch[0] = (char)u;
+            else if (u < 0x800)
+                ch[0] = (char)(0xC0 | u >> 6), ch[1] = (char)(0x80 | (u & 63)), k = 2;
+            else if (u < 0x10000)
+                ch[0] = (char)(0xE0 | u >> 12), ch[1] = (char)(0x80 | (u >> 6 & 63)),
+                ch[2] = (char)(0x80 | (u & 63)), k = 3;
+            else
+                ch[0] = (char)(0xF0 | u >> 18), ch[1] = (char)(0x80 | (u >> 12 & 63)),
+                ch[2] = (char)(0x80 | (u >> 6 & 63)), ch[3] = (char)(0x80 | (u & 63)), k = 4;
+            break;
+        }
+        default: return 0;
+        }
+        if (out) buf_append(out, len, cap, ch, k);
+    }
+    return 0;
+}
+
+static const char *json_ws(const char *p, const char *end) {
+    while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')) p++;
+    return p;
+}
+
+/* Skip one JSON value (object, array, string or scalar); NULL on malformed input. Nesting is
+   bounded by the 1 MiB message bound and walked with a counter, not recursion. */
+static const char *json_skip(const char *p, const char *end) {
+    if (p >= end) return NULL;
+    if (*p == '"') {
+        p++;
+        return json_string(&p, end, NULL, NULL, NULL) ? p : NULL;
+    }
+    if (*p == '{' || *p == '[') {
+        int depth = 0;
+        while (p < end) {
+            char ch = *p;
+            if (ch == '"') {
+                p++;
+                if (!json_string(&p, end, NULL, NULL, NULL)) return NULL;
+                continue;
+            }
+            if (ch == '{' || ch == '[') depth++;
+            else if (ch == '}' || ch == ']') {
+                if (--depth == 0) return p + 1;
+            }
+            p++;
+        }
+        return NULL;
+    }
+    const char *q = p;
+    while (q < end && *q != ',' && *q != '}' && *q != ']' && *q != ' ' && *q != '\t' &&
+           *q != '\n' && *q != '\r')
+        q++;
+    return q > p ? q : NULL;
+}
+
+/* A clos_web WebSocket event: the object {"id": ..., "event": ..., "data": "..."}. The data
+   string is unescaped into c->line; id (a string or a number) and event (a string; null or
+   absent: "") are copied, truncated. Returns 1 for an object with a string "data", 0 for an
+   object without "data" (an event of another kind, e.g. a heartbeat), -1 for anything else. */
+static int json_event(conn *c, const char *p, int n, char *id, int idcap, char *ev, int evcap) {
+    const char *end = p + n;
+    int have_data = 0;
+    id[0] = ev[0] = 0;
+    c->line_len = 0;
+    p = json_ws(p, end);
+    if (p >= end || *p++ != '{') return -1;
+    p = json_ws(p, end);
+    if (p < end && *p == '}') return json_ws(p + 1, end) == end ? 0 : -1;
+    for (;;) {
+        p = json_ws(p, end);
+        if (p >= end || *p++ != '"') return -1;
+        const char *k0 = p;
+        if (!json_string(&p, end, NULL, NULL, NULL)) return -1;
+        int kl = (int)(p - 1 - k0); /* raw key: the three we want have no escapes */
+        p = json_ws(p, end);
+        if (p >= end || *p++ != ':') return -1;
+        p = json_ws(p, end);
+        if (p >= end) return -1;
+        int is_data = kl == 4 && !memcmp(k0, "data", 4);
+        int is_id = kl == 2 && !memcmp(k0, "id", 2);
+        int is_ev = kl == 5 && !memcmp(k0, "event", 5);
+        if (*p == '"' && (is_data || is_id || is_ev)) {
+            p++;
+            if (is_data) {
+                c->line_len = 0;
+                if (!json_string(&p, end, &c->line, &c->line_len, &c->line_cap)) return -1;
+                have_data = 1;
+            } else {
+                char *tmp = NULL;
+                int tl = 0, tc = 0;
+                if (!json_string(&p, end, &tmp, &tl, &tc)) {
+                    free(tmp);
+                    return -1;
+                }
+                char *dst = is_id ? id : ev;
+                int cap = is_id ? idcap : evcap;
+                int k = tl < cap - 1 ? tl : cap - 1;
+                if (k > 0) memcpy(dst, tmp, k);
+                dst[k] = 0;
+                free(tmp);
+            }
+        } else {
+            const char *v = p;
+            p = json_skip(p, end);
+            if (!p) return -1;
+            if (is_id && *v != '{' && *v != '[' && !(p - v == 4 && !memcmp(v, "null", 4))) {
+                int k = (int)(p - v) < idcap - 1 ? (int)(p - v) : idcap - 1;
+                memcpy(id, v, k);
+                id[k] = 0;
+            }
+            if (is_data) return -1; /* data must be a string */
+        }
+        p = json_ws(p, end);
+        if (p >= end) return -1;
+        if (*p == ',') {
+            p++;
+            continue;
+        }
+        if (*p++ != '}') return -1;
+        break;
+    }
+    return json_ws(p, end) == end ? have_data : -1;
+}
+
+/* A complete message on a subscriber: the publish payload, raw or in a JSON event. */
+static void ws_sub_message(conn *c, int opcode, uint64_t now_ns) {
+    const char *d = c->data;
+    int len = c->data_len;
+    char ev[32] = "";
+    if (!opt.ws_raw) {
+        char id[64];
+        int r = json_event(c, c->data, c->data_len, id, sizeof id, ev, sizeof ev);
+        if (r < 0) {
+            ws_json_errors++;
+            c->bad_payload++;
+            bad_payload_total++;
+            if (selftest_mode) st_printf("[json error]");
+            c->data_len = 0;
+            return;
+        }
+        if (id[0]) memcpy(c->last_id, id, sizeof c->last_id);
+        if (r == 0) { /* no data: not a published event */
+            c->other_events++;
+            other_events_total++;
+            if (selftest_mode) st_printf("[%s|%s|(no data)]", ev, c->last_id);
+            c->data_len = 0;
+            return;
+        }
+        d = c->line;
+        len = c->line_len;
+    }
+    int is_message = ev[0] == 0 || !strcmp(ev, "message") ||
+                     (len >= 2 && d[0] == 's' && d[1] == '='); /* our payload, whatever the name */
+    if (selftest_mode) {
+        const char *kind = opt.ws_raw ? (opcode == 1 ? "text" : "binary") : ev[0] ? ev : "message";
+        if (len <= 64) st_printf("[%s|%s|%.*s]", kind, c->last_id, len, d);
+        else st_printf("[%s|%s|%dB %.8s]", kind, c->last_id, len, d);
+    } else if (is_message) {
+        on_message(c, d, len, now_ns);
+    } else {
+        c->other_events++;
+        other_events_total++;
+    }
+    c->data_len = 0;
+}
+
+static void echo_send(conn *c);
+
+/* A complete echo: is it the oldest message in flight, byte for byte? */
+static void echo_done(conn *c, int opcode, uint64_t now_ns) {
+    echo_received++;
+    if (c->e_n == 0) {
+        echo_unexpected++;
+        c->e_bad = 0;
+        return;
+    }
+    uint64_t sent = c->e_sent_ns[c->e_head];
+    c->e_head = (c->e_head + 1) % opt.echo_depth;
+    c->e_n--;
+    if (c->w_msg_len != (uint64_t)opt.echo_size) echo_wrong_len++;
+    else if (opcode != (opt.echo_binary ? 2 : 1)) echo_wrong_type++;
+    else if (c->e_bad) echo_mismatch++;
+    else {
+        echo_ok++;
+        if (echo_measuring) {
+            echo_round_trips++;
+            hrecord((int64_t)(now_ns - sent));
+            double now = now_ns * 1e-9;
+            if (t_first_delivery == 0) t_first_delivery = now;
+            t_last_delivery = now;
+        }
+    }
+    c->e_bad = 0;
+    if (echo_sending && !selftest_mode) echo_send(c);
+}
+
+/* Payload bytes of a data frame: kept (subscriber, bounded) or checked (echo). */
+static void ws_data(conn *c, const char *p, int n) {
+    if (c->kind == ECHO) {
+        if (c->e_n == 0 || c->e_bad) {
+            c->e_bad = 1;
+        } else {
+            uint32_t seq = c->e_seq[c->e_head], ci = (uint32_t)c->idx;
+            uint64_t off = c->w_msg_len;
+            for (int j = 0; j < n; j++)
+                if ((uint8_t)p[j] != echo_byte(ci, seq, off + j)) {
+                    c->e_bad = 1;
+                    break;
+                }
+        }
+    } else {
+        if (c->data_len + n > (1 << 20)) {
+            ws_protocol_error(c, "message over 1 MiB");
+            return;
+        }
+        buf_append(&c->data, &c->data_len, &c->data_cap, p, n);
+    }
+    c->w_msg_len += (uint64_t)n;
+}
+
+static int ws_frame_done(conn *c, uint64_t now_ns) {
+    c->w_in_payload = 0;
+    switch (c->w_opcode) {
+    case 9: /* ping: answer with a masked pong carrying the same payload */
+        ws_pings++;
+        c->pings++;
+        if (selftest_mode) st_printf("(ping %.*s)", c->w_ctrl_len, c->w_ctrl);
+        if (!c->closing) {
+            ws_put_frame(c, 10, (const uint8_t *)c->w_ctrl, (uint64_t)c->w_ctrl_len, 0);
+            ws_pongs_sent++;
+            ws_flush(c);
+        }
+        break;
+    case 10: /* unsolicited pong: ignored */
+        if (selftest_mode) st_printf("(pong)");
+        break;
+    case 8: { /* close: answer it (unless we started it), then the connection is over */
+        if (c->w_ctrl_len == 1) {
+            ws_protocol_error(c, "close frame with a 1-byte payload");
+            return -1;
+        }
+        int code = c->w_ctrl_len >= 2 ? ((uint8_t)c->w_ctrl[0] << 8 | (uint8_t)c->w_ctrl[1]) : 1005;
+        ws_closes++;
+        c->close_code = code;
+        if (selftest_mode) st_printf("(close %d)", code);
+        if (!c->closing) {
+            uint8_t body[2] = {(uint8_t)(code >> 8), (uint8_t)code};
+            ws_put_frame(c, 8, body, code == 1005 ? 0 : 2, 0);
+            c->closing = 1;
+            ws_flush(c);
+        }
+        c->state = C_CLOSED;
+        c->closed_by_peer = 1;
+        break;
+    }
+    default: /* data */
+        if (c->w_fin) {
+            int op = c->w_msg_opcode;
+            c->w_msg_opcode = 0;
+            if (op == 1) ws_text_msgs++;
+            else ws_binary_msgs++;
+            if (c->kind == ECHO) echo_done(c, op, now_ns);
+            else ws_sub_message(c, op, now_ns);
+        }
+    }
+    return c->error ? -1 : 0;
+}
+
+/* Server frames after the 101; -1 when the connection must be closed. */
+static int ws_feed(conn *c, const char *p, int n, uint64_t now_ns) {
+    while (n > 0 && c->state == C_BODY) {
+        if (!c->w_in_payload) {
+            int need = 2;
+            for (;;) {
+                if (c->wh_len >= 2) {
+                    int l7 = c->wh[1] & 0x7f;
+                    need = 2 + (l7 == 126 ? 2 : l7 == 127 ? 8 : 0) + ((c->wh[1] & 0x80) ? 4 : 0);
+                }
+                if (c->wh_len >= need || n == 0) break;
+                c->wh[c->wh_len++] = (uint8_t)*p++;
+                n--;
+            }
+            if (c->wh_len < need) return 0;
+            uint8_t b0 = c->wh[0], b1 = c->wh[1];
+            int op = b0 & 15, fin = b0 >> 7, l7 = b1 & 0x7f;
+            uint64_t len = (uint64_t)l7;
+            if (l7 == 126) len = (uint64_t)c->wh[2] << 8 | c->wh[3];
+            if (l7 == 127) {
+                len = 0;
+                for (int i = 2; i < 10; i++) len = len << 8 | c->wh[i];
+            }
+            c->wh_len = 0;
+            const char *why = NULL;
+            if (b0 & 0x70) why = "reserved bits set (no extension was negotiated)";
+            else if (b1 & 0x80) why = "masked frame from the server";
+            else if ((l7 == 126 && len < 126) || (l7 == 127 && len < 65536))
+                why = "length not in its minimal form";
+            else if (l7 == 127 && (len >> 63)) why = "64-bit length with the top bit set";
+            else if (op >= 8) {
+                if (op > 10) why = "unknown control opcode";
+                else if (!fin) why = "fragmented control frame";
+                else if (len > 125) why = "control frame over 125 bytes";
+            } else if (op == 0) {
+                if (!c->w_msg_opcode) why = "continuation frame outside a message";
+            } else if (op == 1 || op == 2) {
+                if (c->w_msg_opcode) why = "new message inside a fragmented one";
+                else c->w_msg_opcode = op, c->w_msg_len = 0;
+            } else {
+                why = "unknown data opcode";
+            }
+            if (why) {
+                ws_protocol_error(c, why);
+                return -1;
+            }
+            c->w_opcode = op, c->w_fin = fin, c->w_left = len;
+            c->w_in_payload = 1, c->w_ctrl_len = 0;
+            c->frames++;
+            if (len == 0 && ws_frame_done(c, now_ns) < 0) return -1;
+            continue;
+        }
+        int k = c->w_left < (uint64_t)n ? (int)c->w_left : n;
+        if (c->w_opcode >= 8) {
+            memcpy(c->w_ctrl + c->w_ctrl_len, p, k);
+            c->w_ctrl_len += k;
+        } else {
+            ws_data(c, p, k);
+        }
+        c->w_left -= (uint64_t)k;
+        p += k, n -= k;
+        if (c->error) return -1;
+        if (c->w_left == 0 && ws_frame_done(c, now_ns) < 0) return -1;
+    }
+    return c->error ? -1 : 0;
+}
+
+/* ------------------------------------------------------------------------------------------ */
 /* HTTP response framing                                                                      */
 
 static void pub_response_done(conn *c);
 static void body_end(conn *c);
+static void echo_up(conn *c);
 
 static void body_bytes(conn *c, const char *p, int n, uint64_t now_ns) {
     if (c->kind == SUB && c->status == 200) sse_feed(c, p, n, now_ns);
@@ -420,6 +1084,11 @@ static void parse_head(conn *c) {
         c->body_mode = B_LENGTH;
         c->body_left = 0;
     }
+    if (c->is_ws && c->status == 101) { /* the connection now carries WebSocket frames */
+        c->ws_ok = ws_head_ok(c);
+        c->body_mode = B_WS;
+        c->wh_len = c->w_in_payload = c->w_msg_opcode = 0;
+    }
     c->ch_state = CH_SIZE;
     c->ch_size = 0;
     c->head_len = 0;
@@ -450,8 +1119,22 @@ static int http_feed(conn *c, const char *p, int n, uint64_t now_ns) {
             c->head_len--;
             parse_head(c);
             c->state = C_BODY;
+            if (c->is_ws && !(c->status == 101 && c->ws_ok)) {
+                if (c->status == 101) ws_handshake_errors++; /* a 101 failing RFC 6455 4.1 */
+                else http_errors++;                          /* refused, e.g. 404 */
+                if (selftest_mode) st_printf("(handshake failed: %d)", c->status);
+                else if (ws_handshake_errors + http_errors <= 5)
+                    fprintf(stderr, "sse_load: websocket handshake answered %d%s\n", c->status,
+                            c->status == 101 ? " with wrong headers" : "");
+                c->error = 1;
+                return -1;
+            }
+            if (c->kind == ECHO) {
+                echo_up(c);
+                continue;
+            }
             if (c->kind == SUB) {
-                if (c->status != 200) {
+                if (c->status != (c->is_ws ? 101 : 200)) {
                     http_errors++;
                     c->error = 1;
                     return -1;
@@ -475,6 +1158,7 @@ static int http_feed(conn *c, const char *p, int n, uint64_t now_ns) {
             continue;
         }
         if (c->state != C_BODY) return -1;
+        if (c->body_mode == B_WS) return ws_feed(c, p, n, now_ns);
         if (c->body_mode == B_CLOSE) {
             body_bytes(c, p, n, now_ns);
             return c->error ? -1 : 0;
@@ -643,6 +1327,7 @@ static void start_sub(int i) {
     c->idx = i;
     c->chan = i % opt.channels;
     c->max_seq = -1;
+    c->is_ws = opt.ws;
     c->fd = open_socket(i, 0, &target);
     if (t_first_connect == 0) t_first_connect = mono_s();
     n_connecting++;
@@ -662,6 +1347,8 @@ static void restart_sub(conn *c) {
     c->attempt_at = mono_s();
     c->head_len = c->line_len = c->data_len = c->event_len = c->skip_lf = 0;
     c->error = c->closed_by_peer = 0;
+    c->wh_len = c->w_in_payload = c->w_msg_opcode = c->closing = c->want_out = c->ws_ok = 0;
+    c->out_len = c->out_off = 0;
     memcpy(c->id_buf, c->last_id, sizeof c->id_buf); /* an id not yet dispatched is dropped */
     c->fd = open_socket(c->idx, 0, &target);
     if (c->fd < 0) {
@@ -674,8 +1361,45 @@ static void restart_sub(conn *c) {
     epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev);
 }
 
+/* The opening handshake of a WebSocket client on c (a fresh key each time). */
+static int ws_request(conn *c, char *req, int cap, const char *path, const char *query) {
+    ws_new_key(c);
+    return snprintf(req, cap,
+                    "GET %s%s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
+                    "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
+                    "Sec-WebSocket-Version: 13\r\n\r\n",
+                    path, query, opt.host, opt.port, c->ws_key);
+}
+
 static void send_sub_request(conn *c) {
     char req[512], resume[96] = "";
+    if (c->is_ws) { /* GET /ws/<prefix><k>[?lastEventId=<id, percent-encoded>] */
+        char path[160], q[200] = "";
+        snprintf(path, sizeof path, "%s%s%d", opt.sub_path, opt.prefix, c->chan);
+        if (c->last_id[0]) {
+            int k = snprintf(q, sizeof q, "?lastEventId=");
+            for (const char *s = c->last_id; *s && k < (int)sizeof q - 4; s++) {
+                uint8_t ch = (uint8_t)*s;
+                if ((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') ||
+                    (ch >= 'A' && ch <= 'Z') || ch == '-' || ch == '.' || ch == '_' || ch == '~')
+                    q[k++] = (char)ch;
+                else
+                    k += snprintf(q + k, sizeof q - k, "%%%02X", ch);
+            }
+            q[k] = 0;
+        }
+        int n = ws_request(c, req, sizeof req, path, q);
+        ssize_t w = send(c->fd, req, n, MSG_NOSIGNAL);
+        if (w != n) {
+            connect_errors++;
+            sub_failed(c, 0);
+            return;
+        }
+        c->state = C_HEAD;
+        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
+        epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
+        return;
+    }
     if (c->last_id[0]) snprintf(resume, sizeof resume, "Last-Event-ID: %s\r\n", c->last_id);
     int n = snprintf(req, sizeof req,
                      "GET %s%s%d HTTP/1.%d\r\nHost: %s:%d\r\nAccept: text/event-stream\r\n"
@@ -774,6 +1498,236 @@ static void pub_response_done(conn *c) {
 }
 
 /* ------------------------------------------------------------------------------------------ */
+/* echo (--echo)                                                                              */
+
+static conn *echo_c;
+static int echo_ready, echo_failed;
+static long echo_conns_lost, echo_closes_clean, echo_closes_unclean;
+
+static void echo_down(conn *c);
+static void on_event(conn *c, uint32_t events);
+
+static void send_echo_request(conn *c) {
+    char req[512];
+    int n = ws_request(c, req, sizeof req, opt.echo_path, "");
+    ssize_t w = send(c->fd, req, n, MSG_NOSIGNAL);
+    if (w != n) {
+        connect_errors++;
+        echo_down(c);
+        return;
+    }
+    c->state = C_HEAD;
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
+    epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
+}
+
+static void echo_start(int i) {
+    conn *c = &echo_c[i];
+    c->kind = ECHO;
+    c->idx = i;
+    c->is_ws = 1;
+    c->fd = open_socket(i, 1, &target);
+    if (t_first_connect == 0) t_first_connect = mono_s();
+    n_connecting++;
+    if (c->fd < 0) {
+        connect_errors++;
+        echo_down(c);
+        return;
+    }
+    c->state = C_CONNECTING;
+    struct epoll_event ev = {.events = EPOLLOUT, .data.ptr = c};
+    epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev);
+}
+
+/* The 101 arrived: c is up; it sends once the run does. */
+static void echo_up(conn *c) {
+    c->ready = 1;
+    echo_ready++;
+    n_connecting--;
+    if (echo_ready + echo_failed == opt.echo_conns) t_all_ready = mono_s();
+    if (echo_sending) echo_send(c);
+}
+
+/* Keep --depth messages in flight on c (the send time is taken when a message is queued). */
+static void echo_send(conn *c) {
+    if (c->fd < 0 || c->closing || c->state != C_BODY || c->e_n >= opt.echo_depth) return;
+    uint64_t now = mono_ns();
+    while (c->e_n < opt.echo_depth) {
+        uint32_t seq = c->e_next_seq++;
+        int slot = (c->e_head + c->e_n) % opt.echo_depth;
+        c->e_seq[slot] = seq;
+        c->e_sent_ns[slot] = now;
+        c->e_n++;
+        ws_put_frame(c, opt.echo_binary ? 2 : 1, NULL, (uint64_t)opt.echo_size, seq);
+        echo_sent++;
+    }
+    ws_flush(c); /* a send error sets c->error: the caller closes c */
+}
+
+static void echo_down(conn *c) {
+    if (c->down) return;
+    c->down = 1;
+    if (!c->ready) {
+        echo_failed++;
+        n_connecting--;
+        if (echo_ready + echo_failed == opt.echo_conns) t_all_ready = mono_s();
+    } else if (!c->closing) {
+        echo_conns_lost++; /* the server or the network ended it during the run */
+    } else if (c->closed_by_peer) {
+        echo_closes_clean++; /* our close was answered with a close */
+    } else {
+        echo_closes_unclean++;
+    }
+    conn_close(c);
+}
+
+static int echo_main(void) {
+    int N = opt.echo_conns;
+    echo_c = calloc(N, sizeof(conn));
+    for (int i = 0; i < N; i++) {
+        echo_c[i].fd = -1;
+        echo_c[i].e_seq = calloc(opt.echo_depth, sizeof(uint32_t));
+        echo_c[i].e_sent_ns = calloc(opt.echo_depth, sizeof(uint64_t));
+    }
+    enum { E_CONNECT, E_WARMUP, E_MEASURE, E_DRAIN, E_CLOSE, E_DONE } phase = E_CONNECT;
+    const char *end_reason = "done";
+    double t0 = mono_s(), t_warm = 0, t_m0 = 0, t_m1 = 0, phase_end = 0, next_progress = t0 + 2;
+    struct rusage ru0 = {0}, ru1 = {0};
+    long unanswered = 0;
+    int next = 0;
+    struct epoll_event evs[1024];
+    while (phase != E_DONE) {
+        double now = mono_s();
+        if (now - t0 > opt.timeout) {
+            end_reason = "timeout";
+            break;
+        }
+        while (next < N && n_connecting < opt.connect_window) echo_start(next++);
+        if (phase == E_CONNECT) {
+            if (echo_ready + echo_failed == N) {
+                fprintf(stderr, "# ready conns=%d failed=%d connect_s=%.3f\n", echo_ready,
+                        echo_failed, t_all_ready - t_first_connect);
+                fflush(stderr);
+                if (echo_ready == 0) {
+                    end_reason = "no-connection";
+                    break;
+                }
+                phase = E_WARMUP;
+                t_warm = now;
+                echo_sending = 1;
+                for (int i = 0; i < N; i++) {
+                    conn *c = &echo_c[i];
+                    if (c->fd < 0 || !c->ready) continue;
+                    echo_send(c);
+                    if (c->error) echo_down(c);
+                }
+            } else if (now - t0 > opt.connect_timeout) {
+                end_reason = "connect-timeout";
+                break;
+            }
+        }
+        if (phase == E_WARMUP && now >= t_warm + opt.warmup) {
+            phase = E_MEASURE;
+            t_m0 = now;
+            echo_measuring = 1;
+            getrusage(RUSAGE_SELF, &ru0);
+            fprintf(stderr, "# measuring t_mono=%.6f\n", now);
+            fflush(stderr);
+        }
+        if (phase == E_MEASURE && now >= t_m0 + opt.duration) {
+            t_m1 = now;
+            echo_measuring = echo_sending = 0;
+            getrusage(RUSAGE_SELF, &ru1);
+            fprintf(stderr, "# measured t_mono=%.6f round_trips=%ld\n", now, echo_round_trips);
+            fflush(stderr);
+            phase = E_DRAIN;
+            phase_end = now + opt.drain;
+        }
+        if (phase == E_DRAIN) {
+            long outstanding = 0;
+            for (int i = 0; i < N; i++)
+                if (echo_c[i].fd >= 0) outstanding += echo_c[i].e_n;
+            if (outstanding == 0 || now >= phase_end) {
+                unanswered = outstanding;
+                if (outstanding) end_reason = "drain-timeout";
+                static const uint8_t normal[2] = {0x03, 0xe8}; /* 1000: normal closure */
+                for (int i = 0; i < N; i++) {
+                    conn *c = &echo_c[i];
+                    if (c->fd < 0 || !c->ready) continue;
+                    c->closing = 1;
+                    ws_put_frame(c, 8, normal, 2, 0);
+                    if (ws_flush(c) < 0) echo_down(c);
+                }
+                phase = E_CLOSE;
+                phase_end = now + 2.0;
+            }
+        }
+        if (phase == E_CLOSE) {
+            int open = 0;
+            for (int i = 0; i < N; i++) open += echo_c[i].fd >= 0;
+            if (open == 0 || now >= phase_end) break;
+        }
+        if (now >= next_progress) {
+            fprintf(stderr, "# t=%.1f phase=%d ready=%d failed=%d sent=%ld echoes=%ld\n", now - t0,
+                    (int)phase, echo_ready, echo_failed, echo_sent, echo_received);
+            next_progress = now + 2;
+        }
+        int n = epoll_wait(ep, evs, 1024, phase == E_CONNECT ? 10 : 2);
+        if (n < 0) n = 0;
+        for (int k = 0; k < n; k++) on_event(evs[k].data.ptr, evs[k].events);
+    }
+    double t_end = mono_s();
+    if (t_m0 > 0 && t_m1 == 0) { /* ended early (timeout): measure up to now */
+        t_m1 = t_end;
+        getrusage(RUSAGE_SELF, &ru1);
+    }
+    for (int i = 0; i < N; i++) /* still open after the close wait */
+        if (echo_c[i].fd >= 0) echo_down(&echo_c[i]);
+    struct rusage ru_all;
+    getrusage(RUSAGE_SELF, &ru_all);
+    double window = t_m1 - t_m0;
+    double cpu_m = (ru1.ru_utime.tv_sec - ru0.ru_utime.tv_sec) +
+                   (ru1.ru_utime.tv_usec - ru0.ru_utime.tv_usec) * 1e-6 +
+                   (ru1.ru_stime.tv_sec - ru0.ru_stime.tv_sec) +
+                   (ru1.ru_stime.tv_usec - ru0.ru_stime.tv_usec) * 1e-6;
+    double cpu_all = ru_all.ru_utime.tv_sec + ru_all.ru_utime.tv_usec * 1e-6 +
+                     ru_all.ru_stime.tv_sec + ru_all.ru_stime.tv_usec * 1e-6;
+    double connect_s = t_all_ready > 0 ? t_all_ready - t_first_connect : t_end - t_first_connect;
+    printf("{\n");
+    printf("  \"mode\": \"echo\", \"end_reason\": \"%s\",\n", end_reason);
+    printf("  \"config\": {\"port\": %d, \"path\": \"%s\", \"conns\": %d, \"depth\": %d, "
+           "\"size\": %ld, \"binary\": %d, \"warmup\": %g, \"duration\": %g, \"src_addrs\": %d},\n",
+           opt.port, opt.echo_path, N, opt.echo_depth, opt.echo_size, opt.echo_binary, opt.warmup,
+           opt.duration, opt.src_addrs);
+    printf("  \"conns_ready\": %d, \"conns_failed\": %d, \"connect_errors\": %ld, "
+           "\"http_errors\": %ld, \"handshake_errors\": %ld, \"connect_s\": %.4f, "
+           "\"connects_per_s\": %.1f,\n",
+           echo_ready, echo_failed, connect_errors, http_errors, ws_handshake_errors, connect_s,
+           connect_s > 0 ? echo_ready / connect_s : 0);
+    printf("  \"measured_s\": %.4f, \"round_trips\": %ld, \"round_trips_per_s\": %.1f, "
+           "\"payload_bytes_per_s\": %.1f,\n",
+           window > 0 ? window : 0, echo_round_trips, window > 0 ? echo_round_trips / window : 0,
+           window > 0 ? (double)echo_round_trips * opt.echo_size / window : 0);
+    printf("  \"sent\": %ld, \"echoes\": %ld, \"echoes_ok\": %ld, \"mismatches\": %ld, "
+           "\"wrong_length\": %ld, \"wrong_type\": %ld, \"unexpected\": %ld, \"unanswered\": %ld,\n",
+           echo_sent, echo_received, echo_ok, echo_mismatch, echo_wrong_len, echo_wrong_type,
+           echo_unexpected, unanswered);
+    printf("  \"conns_lost\": %ld, \"closes_clean\": %ld, \"closes_unclean\": %ld, "
+           "\"protocol_errors\": %ld, \"pings\": %ld, \"pongs_sent\": %ld, \"closes_received\": %ld,\n",
+           echo_conns_lost, echo_closes_clean, echo_closes_unclean, ws_protocol_errors, ws_pings,
+           ws_pongs_sent, ws_closes);
+    printf("  \"latency_ms\": {\"count\": %" PRIu64 ", \"p50\": %.3f, \"p90\": %.3f, \"p99\": %.3f, "
+           "\"p999\": %.3f, \"max\": %.3f, \"mean\": %.3f},\n",
+           hist_count, hpct(50), hpct(90), hpct(99), hpct(99.9), hist_max / 1e6,
+           hist_count ? (double)hist_sum_us / hist_count / 1e3 : 0);
+    printf("  \"loadgen_cpu_s\": %.3f, \"loadgen_cpu_measured_s\": %.3f, \"loadgen_cpu_pct\": %.1f, "
+           "\"wall_s\": %.3f\n}\n",
+           cpu_all, cpu_m, window > 0 ? 100.0 * cpu_m / window : 0, t_end - t0);
+    fflush(stdout);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------ */
 /* event handling                                                                             */
 
 static char rbuf[1 << 16];
@@ -784,7 +1738,10 @@ static void on_event(conn *c, uint32_t events) {
         socklen_t el = sizeof err;
         getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &el);
         if (err || (events & (EPOLLERR | EPOLLHUP))) {
-            if (c->kind == SUB) {
+            if (c->kind == ECHO) {
+                connect_errors++;
+                echo_down(c);
+            } else if (c->kind == SUB) {
                 connect_errors++;
                 sub_failed(c, 0);
             } else {
@@ -793,7 +1750,9 @@ static void on_event(conn *c, uint32_t events) {
             }
             return;
         }
-        if (c->kind == SUB) {
+        if (c->kind == ECHO) {
+            send_echo_request(c);
+        } else if (c->kind == SUB) {
             send_sub_request(c);
         } else {
             c->state = C_HEAD;
@@ -804,12 +1763,19 @@ static void on_event(conn *c, uint32_t events) {
     if (c->kind == PUB && (events & EPOLLOUT)) {
         pub_flush(c);
         if (c->fd < 0) return;
+    } else if (c->is_ws && (events & EPOLLOUT)) { /* WebSocket frames waiting to go */
+        if (ws_flush(c) < 0) {
+            if (c->kind == ECHO) echo_down(c);
+            else sub_failed(c, 0);
+            return;
+        }
     }
     if (events & (EPOLLIN | EPOLLERR | EPOLLHUP)) {
         ssize_t r = recv(c->fd, rbuf, sizeof rbuf, 0);
         if (r > 0) {
             if (http_feed(c, rbuf, (int)r, mono_ns()) < 0 || c->state == C_CLOSED) {
-                if (c->kind == SUB) sub_failed(c, 0);
+                if (c->kind == ECHO) echo_down(c);
+                else if (c->kind == SUB) sub_failed(c, 0);
                 else {
                     pub_conn_errors++;
                     pub_errors += c->fifo_n;
@@ -821,7 +1787,10 @@ static void on_event(conn *c, uint32_t events) {
         }
         if (r < 0 && (errno == EAGAIN || errno == EINTR)) return;
         /* EOF or error */
-        if (c->kind == SUB) {
+        if (c->kind == ECHO) {
+            if (r < 0) c->error = 1;
+            echo_down(c);
+        } else if (c->kind == SUB) {
             if (c->state == C_BODY && c->body_mode == B_CLOSE) c->closed_by_peer = 1;
             if (r < 0) c->error = 1;
             if (c->state == C_HEAD && !c->ready) connect_errors++;
@@ -894,6 +1863,226 @@ static int selftest_case(const char *name, int http_chunked, const char *body, i
     return fails;
 }
 
+/* WebSocket self-test: server frames built here, fed whole and in random splits */
+
+static int st_frame(char *w, int fin, int op, const char *p, int n, int masked) {
+    int k = 0;
+    uint8_t mb = masked ? 0x80 : 0;
+    w[k++] = (char)((fin ? 0x80 : 0) | op);
+    if (n < 126) {
+        w[k++] = (char)(mb | n);
+    } else if (n < 65536) {
+        w[k++] = (char)(mb | 126);
+        w[k++] = (char)(n >> 8), w[k++] = (char)n;
+    } else {
+        w[k++] = (char)(mb | 127);
+        for (int i = 7; i >= 0; i--) w[k++] = (char)((uint64_t)n >> (8 * i));
+    }
+    static const uint8_t m[4] = {1, 2, 3, 4};
+    if (masked) memcpy(w + k, m, 4), k += 4;
+    for (int i = 0; i < n; i++) w[k + i] = masked ? (char)(p[i] ^ m[i & 3]) : p[i];
+    return k + n;
+}
+
+/* The client frames the connection queued (pongs, closes): each must be masked. */
+static void st_client_frames(const char *out, int len, char *log, int cap) {
+    int o = 0, k = 0;
+    log[0] = 0;
+    while (k + 2 <= len && o < cap - 64) {
+        uint8_t b0 = (uint8_t)out[k], b1 = (uint8_t)out[k + 1];
+        int n = b1 & 0x7f, hl = 2;
+        if (n >= 126) { /* never for control frames */
+            o += snprintf(log + o, cap - o, "<long>");
+            break;
+        }
+        if (!(b1 & 0x80)) {
+            o += snprintf(log + o, cap - o, "<UNMASKED>");
+            break;
+        }
+        const uint8_t *m = (const uint8_t *)out + k + hl;
+        char pl[128];
+        for (int i = 0; i < n; i++) pl[i] = (char)(out[k + hl + 4 + i] ^ m[i & 3]);
+        int op = b0 & 15;
+        if (op == 10) o += snprintf(log + o, cap - o, "<pong %.*s>", n, pl);
+        else if (op == 8 && n >= 2)
+            o += snprintf(log + o, cap - o, "<close %d>", (uint8_t)pl[0] << 8 | (uint8_t)pl[1]);
+        else if (op == 8) o += snprintf(log + o, cap - o, "<close>");
+        else o += snprintf(log + o, cap - o, "<op %d %d>", op, n);
+        k += hl + 4 + n;
+    }
+}
+
+static const char st_key[] = "dGhlIHNhbXBsZSBub25jZQ=="; /* RFC 6455 1.3's example */
+
+static int ws_selftest_case(const char *name, int raw, const char *wire, int wl, const char *expect,
+                            const char *expect_out) {
+    int fails = 0;
+    opt.ws_raw = raw;
+    for (int split = 0; split < 12; split++) {
+        conn c;
+        memset(&c, 0, sizeof c);
+        c.kind = SUB, c.state = C_HEAD, c.ready = 1, c.is_ws = 1, c.fd = -1;
+        strcpy(c.ws_key, st_key);
+        st_log_len = 0;
+        st_log[0] = 0;
+        unsigned seed = 777u + split;
+        int off = 0;
+        while (off < wl && c.state != C_CLOSED) {
+            int sz = split == 0 ? wl : 1 + (int)(rand_r(&seed) % (split * split * 3));
+            if (sz > wl - off) sz = wl - off;
+            if (http_feed(&c, wire + off, sz, 0) < 0) break;
+            off += sz;
+        }
+        char out[512];
+        st_client_frames(c.out, c.out_len, out, sizeof out);
+        if (strcmp(st_log, expect) != 0 || strcmp(out, expect_out) != 0) {
+            fprintf(stderr, "selftest ws %s split %d:\n  got    %s %s\n  expect %s %s\n", name,
+                    split, st_log, out, expect, expect_out);
+            fails++;
+        }
+        free(c.head), free(c.line), free(c.data), free(c.out);
+    }
+    opt.ws_raw = 0;
+    return fails;
+}
+
+static int ws_selftest(void) {
+    static char w[1 << 18], big[70000];
+    static const char head[] =
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
+    int f = 0, n;
+    char acc[32];
+    ws_accept_for(st_key, acc); /* SHA-1 and base64 against the RFC's example */
+    if (strcmp(acc, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")) {
+        fprintf(stderr, "selftest ws accept: %s\n", acc);
+        f++;
+    }
+    /* raw: every length form, fragments with control frames between them, empty message */
+    n = sprintf(w, "%s", head);
+    n += st_frame(w + n, 1, 1, "hello", 5, 0);
+    n += st_frame(w + n, 1, 9, "hi", 2, 0);
+    memset(big, 'a', 200);
+    n += st_frame(w + n, 1, 1, big, 200, 0);
+    memset(big, 'b', sizeof big);
+    n += st_frame(w + n, 1, 2, big, (int)sizeof big, 0);
+    n += st_frame(w + n, 0, 1, "fra", 3, 0);
+    n += st_frame(w + n, 1, 9, "p2", 2, 0);
+    n += st_frame(w + n, 0, 0, "gme", 3, 0);
+    n += st_frame(w + n, 1, 10, "", 0, 0);
+    n += st_frame(w + n, 1, 0, "nted", 4, 0);
+    n += st_frame(w + n, 1, 1, "", 0, 0);
+    n += st_frame(w + n, 1, 8, "\x03\xe8" "bye", 5, 0);
+    n += st_frame(w + n, 1, 1, "after close", 11, 0);
+    f += ws_selftest_case("raw", 1, w, n,
+                          "[text||hello](ping hi)[text||200B aaaaaaaa][binary||70000B bbbbbbbb]"
+                          "(ping p2)(pong)[text||fragmented][text||](close 1000)",
+                          "<pong hi><pong p2><close 1000>");
+    /* json: clos_web's events; header names and values in other cases, a token list */
+    n = sprintf(w, "HTTP/1.1 101 Switching Protocols\r\nupgrade: WebSocket\r\n"
+                   "connection: keep-alive, Upgrade\r\nsec-websocket-accept: %s\r\n\r\n", acc);
+    static const char *js[] = {
+        "{\"id\": \"e-1\", \"event\": \"message\", \"data\": \"s=1 t=2 c=0\"}",
+        "{\"event\":null,\"data\":\"a\\\"b\\nc\\u00e9\\ud83d\\ude00\\/\",\"id\":7}",
+        " {\"meta\": {\"a\": [1, \"}\"]}, \"data\": \"y\", \"id\": \"z\", \"n\": -1.5e3, \"t\": true} ",
+        "{\"id\":\"9\",\"event\":\"reset\",\"data\":\"gap\"}",
+        "{\"data\": 5}", "[1,2]", "{\"data\":\"unterminated}", "{\"data\":\"x\"} trailing",
+        "{\"event\": \"heartbeat\"}", "{}",
+    };
+    for (int i = 0; i < (int)(sizeof js / sizeof *js); i++)
+        n += st_frame(w + n, 1, 1, js[i], (int)strlen(js[i]), 0);
+    n += st_frame(w + n, 0, 1, "{\"id\":\"f\",\"data\":\"", 18, 0);
+    n += st_frame(w + n, 0, 0, "s=2 t=3 c=0", 11, 0);
+    n += st_frame(w + n, 1, 0, "\"}", 2, 0);
+    n += st_frame(w + n, 1, 8, "", 0, 0);
+    f += ws_selftest_case("json", 0, w, n,
+                          "[message|e-1|s=1 t=2 c=0][message|7|a\"b\nc\xc3\xa9\xf0\x9f\x98\x80/]"
+                          "[message|z|y][reset|9|gap][json error][json error][json error]"
+                          "[json error][heartbeat|9|(no data)][|9|(no data)]"
+                          "[message|f|s=2 t=3 c=0](close 1005)",
+                          "<close>");
+    /* protocol errors: each stops the connection at once */
+    static const struct { const char *name, *why; int fin, op, masked, raw_len; } bad[] = {
+        {"masked", "masked frame from the server", 1, 1, 1, 0},
+        {"rsv", "reserved bits set (no extension was negotiated)", 1, 0x41, 0, 0},
+        {"opcode", "unknown data opcode", 1, 3, 0, 0},
+        {"ctl-fragment", "fragmented control frame", 0, 9, 0, 0},
+        {"continuation", "continuation frame outside a message", 1, 0, 0, 0},
+        {"short-126", "length not in its minimal form", 1, 1, 0, 1},
+    };
+    for (int i = 0; i < (int)(sizeof bad / sizeof *bad); i++) {
+        char expect[128];
+        n = sprintf(w, "%s", head);
+        n += st_frame(w + n, 1, 1, "ok", 2, 0);
+        if (bad[i].raw_len) { /* 5 bytes announced in the 16-bit form */
+            memcpy(w + n, "\x81\x7e\x00\x05hello", 9);
+            n += 9;
+        } else {
+            n += st_frame(w + n, bad[i].fin, bad[i].op, "x", 1, bad[i].masked);
+        }
+        n += st_frame(w + n, 1, 1, "never", 5, 0);
+        snprintf(expect, sizeof expect, "[text||ok](protocol error: %s)", bad[i].why);
+        f += ws_selftest_case(bad[i].name, 1, w, n, expect, "");
+    }
+    /* handshakes that must fail */
+    n = sprintf(w, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                   "Sec-WebSocket-Accept: AAAAAAAAAAAAAAAAAAAAAAAAAAA=\r\n\r\n");
+    n += st_frame(w + n, 1, 1, "hello", 5, 0);
+    f += ws_selftest_case("bad-accept", 1, w, n, "(handshake failed: 101)", "");
+    n = sprintf(w, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                   "Sec-WebSocket-Accept: %s\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n",
+                acc);
+    f += ws_selftest_case("extension", 1, w, n, "(handshake failed: 101)", "");
+    n = sprintf(w, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+    f += ws_selftest_case("404", 1, w, n, "(handshake failed: 404)", "");
+
+    /* echo: a message checked across fragments, then a corrupted one, then a short one */
+    opt.echo_depth = 4, opt.echo_size = 300, opt.echo_binary = 0;
+    conn c;
+    memset(&c, 0, sizeof c);
+    c.kind = ECHO, c.idx = 3, c.is_ws = 1, c.fd = -1, c.state = C_BODY, c.body_mode = B_WS;
+    c.ready = 1;
+    uint32_t seqs[4];
+    uint64_t sent_ns[4];
+    c.e_seq = seqs, c.e_sent_ns = sent_ns;
+    for (uint32_t s = 5; s < 8; s++) {
+        c.e_seq[c.e_n] = s, c.e_sent_ns[c.e_n] = 0, c.e_n++;
+        ws_put_frame(&c, 1, NULL, (uint64_t)opt.echo_size, s);
+    }
+    /* what the server gets, unmasked: the echoes it sends back */
+    char msg[3][300];
+    for (int i = 0, k = 0; i < 3; i++) {
+        const uint8_t *m = (const uint8_t *)c.out + k + 4; /* 300 bytes: 2 + 2 length bytes */
+        for (int j = 0; j < 300; j++) msg[i][j] = (char)(c.out[k + 8 + j] ^ m[j & 3]);
+        k += 8 + 300;
+    }
+    if (memcmp(msg[0], "0000000500000003", 16) || msg[0][16] != 'a' + (16 + 5) % 26) {
+        fprintf(stderr, "selftest ws echo: content %.20s\n", msg[0]);
+        f++;
+    }
+    msg[1][123] ^= 1;
+    n = st_frame(w, 0, 1, msg[0], 100, 0);
+    n += st_frame(w + n, 1, 9, "p", 1, 0);
+    n += st_frame(w + n, 1, 0, msg[0] + 100, 200, 0);
+    n += st_frame(w + n, 1, 1, msg[1], 300, 0);
+    n += st_frame(w + n, 1, 1, msg[2], 299, 0);
+    c.out_len = 0;
+    st_log_len = 0;
+    for (int off = 0, sz; off < n; off += sz) { /* 7-byte pieces */
+        sz = n - off < 7 ? n - off : 7;
+        if (ws_feed(&c, w + off, sz, 0) < 0) break;
+    }
+    if (echo_ok != 1 || echo_mismatch != 1 || echo_wrong_len != 1 || echo_received != 3 || c.e_n) {
+        fprintf(stderr, "selftest ws echo: ok %ld mismatch %ld wrong_len %ld received %ld left %d\n",
+                echo_ok, echo_mismatch, echo_wrong_len, echo_received, c.e_n);
+        f++;
+    }
+    free(c.out), free(c.line), free(c.data);
+    echo_ok = echo_mismatch = echo_wrong_len = echo_received = 0;
+    ws_pings = ws_pongs_sent = ws_closes = ws_text_msgs = ws_binary_msgs = 0;
+    return f;
+}
+
 static int selftest(void) {
     selftest_mode = 1;
     static const char b1[] =
@@ -936,6 +2125,7 @@ static int selftest(void) {
             f++;
         }
     }
+    f += ws_selftest();
     printf("{\"selftest\": \"%s\", \"failures\": %d}\n", f ? "FAILED" : "ok", f);
     return f ? 1 : 0;
 }
@@ -962,7 +2152,18 @@ static void usage(void) {
             "  --reconnect S     reopen a lost stream with Last-Event-ID after the stream's\n"
             "                    retry time (else a random 0..S s); reopen a lost publisher\n"
             "                    connection (0: off)\n"
-            "  --selftest        check the parsers and exit\n");
+            "  --selftest        check the parsers and exit\n"
+            "WebSocket:\n"
+            "  --ws              subscribers are WebSocket clients of GET <sub-path><prefix><k>\n"
+            "                    (--sub-path defaults to /ws/); --reconnect resumes with\n"
+            "                    ?lastEventId=<the last JSON id>\n"
+            "  --ws-format F     json: each message is {\"id\",\"event\",\"data\"} and the payload\n"
+            "                    is its data string (default); raw: the message is the payload\n"
+            "  --echo            echo load instead: --conns N (100) connections to --path P\n"
+            "                    (/ws-echo), each with --depth D (1) messages of --size B (64)\n"
+            "                    in flight, text (or --binary), checked byte for byte; measured\n"
+            "                    for --duration S after --warmup S (1), then drained (--drain)\n"
+            "                    and closed with a close handshake\n");
     exit(2);
 }
 
@@ -977,7 +2178,13 @@ int main(int argc, char **argv) {
         {"connect-timeout", 1, 0, 'C'}, {"timeout", 1, 0, 'T'},   {"http10", 0, 0, '0'},
         {"multiline", 0, 0, 'm'},     {"per-conn-csv", 1, 0, 'o'}, {"top", 1, 0, 'k'},
         {"selftest", 0, 0, 'z'},      {"reconnect", 1, 0, 'a'},   {"pub-port", 1, 0, 'q'},
+        {"ws", 0, 0, 256},            {"ws-format", 1, 0, 257},   {"echo", 0, 0, 258},
+        {"path", 1, 0, 259},          {"conns", 1, 0, 260},       {"depth", 1, 0, 261},
+        {"size", 1, 0, 262},          {"binary", 0, 0, 263},      {"warmup", 1, 0, 264},
         {0, 0, 0, 0}};
+    opt.echo_conns = 100, opt.echo_depth = 1, opt.echo_size = 64, opt.warmup = 1.0;
+    snprintf(opt.echo_path, sizeof opt.echo_path, "/ws-echo");
+    rng_seed();
     int o;
     while ((o = getopt_long(argc, argv, "", lo, NULL)) != -1) {
         switch (o) {
@@ -988,7 +2195,10 @@ int main(int argc, char **argv) {
         case 'S': opt.src_addrs = atoi(optarg); break;
         case 'W': opt.connect_window = atoi(optarg); break;
         case 'x': snprintf(opt.prefix, sizeof opt.prefix, "%s", optarg); break;
-        case 'u': snprintf(opt.sub_path, sizeof opt.sub_path, "%s", optarg); break;
+        case 'u':
+            snprintf(opt.sub_path, sizeof opt.sub_path, "%s", optarg);
+            opt.sub_path_set = 1;
+            break;
         case 'v': snprintf(opt.pub_path, sizeof opt.pub_path, "%s", optarg); break;
         case 'r': opt.rate = strcmp(optarg, "max") ? atof(optarg) : -1; break;
         case 'N': opt.publishes = atol(optarg); break;
@@ -1008,8 +2218,37 @@ int main(int argc, char **argv) {
         case 'a': opt.reconnect = atof(optarg); break;
         case 'q': opt.pub_port = atoi(optarg); break;
         case 'z': return selftest();
+        case 256: opt.ws = 1; break;
+        case 257:
+            if (!strcmp(optarg, "raw")) opt.ws_raw = 1;
+            else if (!strcmp(optarg, "json")) opt.ws_raw = 0;
+            else die("--ws-format is json or raw");
+            break;
+        case 258: opt.echo = 1; break;
+        case 259: snprintf(opt.echo_path, sizeof opt.echo_path, "%s", optarg); break;
+        case 260: opt.echo_conns = atoi(optarg); break;
+        case 261: opt.echo_depth = atoi(optarg); break;
+        case 262: opt.echo_size = atol(optarg); break;
+        case 263: opt.echo_binary = 1; break;
+        case 264: opt.warmup = atof(optarg); break;
         default: usage();
         }
+    }
+    if (opt.ws && !opt.sub_path_set) snprintf(opt.sub_path, sizeof opt.sub_path, "/ws/");
+    if ((opt.ws || opt.echo) && opt.http10) die("WebSocket needs HTTP/1.1: no --http10");
+    if (opt.echo) {
+        if (opt.port <= 0 || opt.echo_conns < 1 || opt.echo_depth < 1 || opt.echo_depth > 65536 ||
+            opt.echo_size < 0 || opt.echo_size > (16l << 20) || opt.src_addrs < 1 ||
+            opt.src_addrs > 254 || opt.timeout <= 0 || opt.warmup < 0)
+            usage();
+        if (opt.duration <= 0) die("--echo needs --duration (every run is bounded)");
+        if (inet_pton(AF_INET, opt.host, &target.sin_addr) != 1) die("bad --host %s", opt.host);
+        if ((ntohl(target.sin_addr.s_addr) >> 24) != 127) die("only 127.0.0.0/8 targets are allowed");
+        target.sin_family = AF_INET;
+        target.sin_port = htons(opt.port);
+        signal(SIGPIPE, SIG_IGN);
+        ep = epoll_create1(EPOLL_CLOEXEC);
+        return echo_main();
     }
     if (opt.port <= 0 || opt.subs < 0 || opt.channels < 1 || opt.src_addrs < 1 ||
         opt.src_addrs > 254 || opt.pub_conns < 1 || opt.pub_depth < 1 || opt.pub_depth > 65536 ||
@@ -1318,6 +2557,12 @@ out:;
            opt.reconnect, sub_disconnects, reconnect_attempts, resumes, n_down, pub_reconnects,
            t_first_down, t_last_resume, max_outage, max_attempt_s);
     printf("  \"t_pub_start_mono\": %.6f, \"t_end_mono\": %.6f,\n", t_pub_start_abs, t_end);
+    if (opt.ws)
+        printf("  \"ws\": {\"format\": \"%s\", \"handshake_errors\": %ld, \"protocol_errors\": %ld, "
+               "\"json_errors\": %ld, \"text_messages\": %ld, \"binary_messages\": %ld, "
+               "\"pings\": %ld, \"pongs_sent\": %ld, \"closes_received\": %ld},\n",
+               opt.ws_raw ? "raw" : "json", ws_handshake_errors, ws_protocol_errors, ws_json_errors,
+               ws_text_msgs, ws_binary_msgs, ws_pings, ws_pongs_sent, ws_closes);
     printf("  \"worst_conns\": [");
     for (int j = 0; j < top_n; j++) {
         conn *c = &subs_c[top_idx[j]];
