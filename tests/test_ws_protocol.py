@@ -430,6 +430,15 @@ def test_fragments_over_max_message_together_are_refused_at_the_fragment_that_pa
     closed_with(ws, 1009, ws.data_to_send())
 
 
+@pytest.mark.parametrize("opcode", [1, 2])
+def test_a_short_single_frame_over_a_small_max_message_is_refused(opcode):
+    ws = WebSocketProtocol(max_message=4)
+    assert feed(ws, client_frame(opcode, b"1234"))[0] in ([Text("1234")], [Binary(b"1234")])
+    events, out = feed(ws, client_frame(opcode, b"12345"))
+    assert events == []
+    closed_with(ws, 1009, out)
+
+
 def test_a_message_of_exactly_max_message_is_fine():
     ws = WebSocketProtocol(max_message=1000)
     events, _ = feed(ws, client_frame(2, b"x" * 600, fin=False) + client_frame(0, b"y" * 400))
