@@ -227,7 +227,7 @@ def test_list_headers_parse_in_linear_time(unit):
     for fn in (lambda v: parse_extensions({"sec-websocket-extensions": v}),
                lambda v: parse_subprotocols({"sec-websocket-protocol": v})):
         t_small, t_large = _cpu(fn, small), _cpu(fn, large)
-        assert t_large < 1.0
+        assert t_large < 2.0
         assert t_large < 0.005 or t_large / max(t_small, 2e-4) < 40
 
 
@@ -258,11 +258,11 @@ def test_a_pong_is_an_event_and_needs_no_answer():
 
 def test_only_the_latest_unanswered_ping_is_answered_so_queued_output_is_bounded():
     ws = WebSocketProtocol()
-    data = b"".join(client_frame(9, b"%d" % i) for i in range(1000))
+    data = b"".join(client_frame(9, b"%d" % i) for i in range(300))
     ws.receive_data(data)
     while ws.next_event() is not None:
         pass
-    assert [f.data for f in client_reads(ws.data_to_send())] == [b"999"]
+    assert [f.data for f in client_reads(ws.data_to_send())] == [b"299"]
 
 
 @pytest.mark.parametrize("name, data, code", [
@@ -645,6 +645,31 @@ def test_what_we_send_with_deflate_is_read_by_the_websockets_client(setup, paylo
 
 
 @SETTINGS
+@given(st.lists(st.one_of(st.text(max_size=300), st.binary(max_size=70_000),
+                          st.tuples(st.sampled_from(["ping", "pong"]), st.binary(max_size=125))),
+                max_size=6),
+       st.sampled_from([1000, 1001, 1011, 4000]), st.text(max_size=30))
+def test_what_we_send_is_read_by_the_websockets_client(items, code, reason):
+    ws = WebSocketProtocol()
+    wire, expected = bytearray(), []
+    for item in items:
+        if isinstance(item, tuple):
+            wire += ws.ping(item[1]) if item[0] == "ping" else ws.pong(item[1])
+            expected.append((Opcode.PING if item[0] == "ping" else Opcode.PONG, item[1]))
+        elif isinstance(item, str):
+            wire += ws.send_text(item)
+            expected.append((Opcode.TEXT, item.encode()))
+        else:
+            wire += ws.send_binary(item)
+            expected.append((Opcode.BINARY, item))
+    reason = reason.encode()[:123].decode(errors="ignore")
+    wire += ws.close(code, reason)
+    frames = client_reads(bytes(wire))
+    assert [(f.opcode, bytes(f.data)) for f in frames[:-1]] == expected
+    assert WSClose.parse(frames[-1].data) == WSClose(code, reason)
+
+
+@SETTINGS
 @given(st.lists(deflate_setups(), min_size=1, max_size=4),
        st.lists(st.text(max_size=2000), min_size=1, max_size=4))
 def test_one_shared_frame_per_event_is_read_by_every_client_whatever_it_negotiated(setups,
@@ -737,6 +762,17 @@ def test_rsv1_is_refused_on_control_and_continuation_frames_even_with_deflate():
         ws = WebSocketProtocol(deflate=ours)
         events, out = feed(ws, data)
         closed_with(ws, 1002, out)
+
+
+def test_a_compressed_message_may_end_with_an_empty_frame_and_may_be_empty():
+    body = zlib.compressobj(6, zlib.DEFLATED, -15)
+    data = body.compress("chargé ".encode() * 20) + body.flush(zlib.Z_SYNC_FLUSH)
+    ours, _ = negotiated_pair()
+    ws = WebSocketProtocol(deflate=ours)
+    events, _ = feed(ws, raw_frame(0x41, data[:-4]) + raw_frame(0x80, b"")  # text, then FIN
+                     + raw_frame(0xC2, b"") + raw_frame(0xC1, b"\x00"))      # two empty ones
+    assert events == [Text("chargé " * 20), Binary(b""), Text("")]
+    assert ws.state is State.OPEN
 
 
 def test_corrupt_compressed_data_is_1007():
