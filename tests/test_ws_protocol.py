@@ -18,7 +18,7 @@ import zlib
 from unittest import mock
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 from websockets.extensions.permessage_deflate import (
     ClientPerMessageDeflateFactory, PerMessageDeflate as WSDeflate,
 )

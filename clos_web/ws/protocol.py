@@ -42,7 +42,9 @@ import zlib
 
 import attrs
 
-from .deflate import PerMessageDeflate, compress_message
+# absolute, so that pytest's --doctest-modules imports this file even before
+# clos_web/ws/__init__.py exists (a namespace package until then)
+from clos_web.ws.deflate import PerMessageDeflate, compress_message
 
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 INFINITY = float("inf")
@@ -746,7 +748,8 @@ class WebSocketProtocol:
         """Fail the connection (RFC 6455 7.1.7): our close frame says why; nothing more is
         read. Returns False (for ``_header``)."""
         if self.state is State.OPEN:
-            self._close_out = encode_frame(_CLOSE, code.to_bytes(2, "big") + reason.encode())
+            self._close_out = encode_frame(_CLOSE, code.to_bytes(2, "big")
+                                           + reason.encode()[:123])
         self._pong = None
         self._closed(code, reason)
         self.failure = reason
