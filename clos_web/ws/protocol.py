@@ -44,7 +44,7 @@ import attrs
 
 # absolute, so that pytest's --doctest-modules imports this file even before
 # clos_web/ws/__init__.py exists (a namespace package until then)
-from clos_web.ws.deflate import PerMessageDeflate, compress_message
+from .deflate import PerMessageDeflate, compress_message
 
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 INFINITY = float("inf")
@@ -739,8 +739,8 @@ class WebSocketProtocol:
                 return self._fail(1007, "close reason is not UTF-8") or None
         else:
             code, reason = 1005, ""
-        if self.state is State.OPEN:  # the peer closes first: echo its code (RFC 6455 5.5.1)
-            self._close_out = encode_frame(_CLOSE, payload[:2])
+        if self.state is State.OPEN:  # the peer closes first: echo its close (RFC 6455 5.5.1)
+            self._close_out = encode_frame(_CLOSE, payload)
         self._closed(code, reason)
         return Close(code, reason)
 
