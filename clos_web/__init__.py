@@ -24,6 +24,7 @@ from .push import (
     encode_event,
     end_stream, publish, subscribe, unsubscribe,
 )
+from .ws import Binary, Text, WebSocket, on_close, on_open, receive
 from .clos import call_next_method, describe, generic, next_method_p
 
 
@@ -63,4 +64,5 @@ __all__ = [
     "Channel", "Channels", "Accepted", "Event", "EventStream", "LongPoll", "Message", "channel",
     "channels",
     "encode_event", "end_stream", "publish", "subscribe", "unsubscribe",
+    "WebSocket", "Text", "Binary", "on_open", "receive", "on_close",
 ]

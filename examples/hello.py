@@ -1,5 +1,7 @@
 """The contract app: /plaintext, /json, POST /echo, and push: GET /sub/CHANNEL (SSE),
-POST /pub/CHANNEL, GET /poll/CHANNEL (long-poll).
+POST /pub/CHANNEL, GET /poll/CHANNEL (long-poll), GET /ws/CHANNEL (WebSocket subscriber) and
+GET /ws-echo (WebSocket echo). The WebSocket routes take any Origin: what they serve is as
+public as /sub/CHANNEL (an app's own routes default to its own origin).
 
 Run: .venv/bin/python examples/hello.py --port 8000 [--workers N --redis URL]
 """
@@ -7,9 +9,11 @@ Run: .venv/bin/python examples/hello.py --port 8000 [--workers N --redis URL]
 import argparse
 import sys
 
-from clos_web import App, BadRequest, Channels, Response, channel, cli
-from clos_web.push import Accepted
-from clos_web import PlainText
+import attrs
+
+from clos_web import App, BadRequest, Channels, PlainText, Response, channel, cli
+from clos_web.push import Accepted, request_last_id
+from clos_web.ws import Binary, Text, WebSocket, receive
 
 
 app = App()
@@ -64,6 +68,31 @@ def pub(request, name: str):
     except UnicodeDecodeError:
         raise BadRequest(reason="the event data must be UTF-8") from None
     return Accepted(channels.publish(name, data))
+
+
+@app.websocket("/ws/{name}", origins="*")
+def ws_sub(request, name: str):
+    """GET /ws/CHANNEL: a WebSocket subscriber of CHANNEL (resumes from ?lastEventId=); each
+    event one text frame of JSON {"id", "event", "data"}."""
+    ws = WebSocket()
+    ws.subscribe(name, request_last_id(request), registry=channels)
+    return ws
+
+
+@attrs.define(slots=True, eq=False, repr=False)
+class Echo(WebSocket):
+    """A socket that sends every message back."""
+
+
+@app.websocket("/ws-echo", origins="*", max_message=16 * 2**20)
+def ws_echo():
+    """GET /ws-echo: every text and binary message echoed unchanged (up to 16 MiB)."""
+    return Echo()
+
+
+@receive.dispatch
+def echo_message(ws: Echo, message: Text | Binary):
+    ws.send(message)
 
 
 def main(argv=None):

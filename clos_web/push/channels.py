@@ -892,6 +892,8 @@ def end_stream(conn: Connection) -> None:
         names, sub.names = sub.names, []
         sub.registry._remove(conn, names, conn.server)
         write(END, sub)
+        if not sub.closes_connection:
+            return  # its END began a close of its own (a WebSocket's closing handshake)
     if not conn.closed:
         conn.server.close_when_sent(conn)
 
@@ -1079,6 +1081,7 @@ class Subscription:
     presence: Any = None       # what the handler says of this client (presence), if anything
     client: str | None = None  # its presence id
     batch = SSEBatch  # what a fan-out writes to: many of these at once
+    closes_connection = True  # end_stream closes the connection after END (not a WebSocket)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.names[:5]!r}{'...' if len(self.names) > 5 else ''}>"

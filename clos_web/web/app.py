@@ -117,6 +117,43 @@ class App:
         """``route("PATCH", path)``."""
         return self.route("PATCH", path, **kw)
 
+    def websocket(self, path: str, *, origins=None, subprotocols=None,
+                  max_message: int | None = None, compression: bool | None = None,
+                  ping_interval: float | None = None, guard: Callable | None = None,
+                  blocking: bool = False):
+        """Decorator registering a WebSocket endpoint (``GET path`` with an upgrade): the
+        handler binds typed parameters like any handler and returns a
+        :class:`~clos_web.ws.WebSocket` (or an instance of your subclass), or ``None``/
+        ``False`` to refuse (403). What is not an RFC 6455 handshake is refused before the
+        handler runs (400; 426 for another ``Sec-WebSocket-Version``), and so is an ``Origin``
+        other than the server's own or one of ``origins`` (403; ``origins="*"`` allows any).
+        ``subprotocols`` lists the ones the server speaks, in preference order;
+        ``max_message`` (bytes, default 1 MiB), ``compression`` (permessage-deflate when the
+        client offers it; default on) and ``ping_interval`` (seconds) set the socket's own.
+
+        >>> from clos_web.ws import WebSocket
+        >>> app = App()
+        >>> @app.websocket("/echo", max_message=16 * 2**20)
+        ... def echo():
+        ...     return WebSocket()
+        """
+        from ..ws.server import websocket_route
+
+        def register(fn: Callable) -> Callable:
+            ws_guard, handler = websocket_route(
+                fn, origins=origins, subprotocols=subprotocols, max_message=max_message,
+                compression=compression, ping_interval=ping_interval)
+            if guard is None:
+                checks = ws_guard
+            else:
+                def checks(request):
+                    ws_guard(request)
+                    guard(request)
+            self.route("GET", path, guard=checks, blocking=blocking)(handler)
+            return fn
+
+        return register
+
     def mount(self, prefix: str, app: "App") -> "App":
         """Serve ``app``'s routes under ``prefix``: ``root.mount("/api", api)``. Returns ``app``.
         """
