@@ -1,7 +1,8 @@
 """The demo in real browsers: two headless Chromium contexts (two players, two sessions) at one
 table. A plays a card and B sees it within a second; B reloads and still sees the table as it
-is; A's hand never reaches B's page. Screenshots of both views are saved to ``artifacts/``
-(git-ignored) for a human to look at."""
+is; A's hand never reaches B's page. It runs both ways: over the table's WebSocket (events
+down, moves up) and over the fallback, an SSE stream and POSTed moves. Screenshots of both views
+are saved to ``artifacts/`` (git-ignored) for a human to look at."""
 
 from __future__ import annotations
 
@@ -38,7 +39,8 @@ def hand_faces(page) -> list:
     return page.eval_on_selector_all("#hand .card", "cards => cards.map(c => c.title)")
 
 
-def test_two_players_in_two_browsers_share_one_table(serve):
+@pytest.mark.parametrize("transport", ["ws", "sse"])
+def test_two_players_in_two_browsers_share_one_table(serve, transport):
     sync_api = pytest.importorskip("playwright.sync_api")
     tt = tabletop(retry=0.5)
     server = serve(tt.app)
@@ -51,13 +53,22 @@ def test_two_players_in_two_browsers_share_one_table(serve):
                   "--disable-component-update", "--disable-sync", "--no-first-run"])
         try:
             size = {"width": 1100, "height": 760}
-            a = browser.new_context(viewport=size).new_page()
-            b = browser.new_context(viewport=size).new_page()  # its own cookies: its own session
-            for page in (a, b):
+
+            def new_page():
+                context = browser.new_context(viewport=size)  # its own cookies and session
+                if transport == "sse":  # the fallback, as where a proxy refuses upgrades
+                    context.add_init_script("localStorage.setItem('tabletop.transport', 'sse')")
+                page = context.new_page()
                 page.set_default_timeout(8_000)
+                return page
+
+            a, b = new_page(), new_page()
             answers = []  # every API answer B's page got (streams aside)
             b.on("response", lambda r: answers.append(r.text())
                  if "/api/" in r.url and "/events" not in r.url else None)
+            posts, sockets = [], []  # B's POSTs and WebSockets
+            b.on("request", lambda r: posts.append(r.url) if r.method == "POST" else None)
+            b.on("websocket", lambda ws: sockets.append(ws.url))
 
             # B waits in the lobby; A opens a table, which appears in B's lobby by itself
             b.goto(server.url + "/")
@@ -83,8 +94,7 @@ def test_two_players_in_two_browsers_share_one_table(serve):
             # presence: both players show as online; a visitor who only watches is counted,
             # and leaves the count when the page closes
             a.wait_for_selector("#online:has-text('online: Ada, Bob')")
-            c = browser.new_context(viewport=size).new_page()
-            c.set_default_timeout(8_000)
+            c = new_page()
             c.goto(f"{server.url}/t/{table_id}")
             c.wait_for_selector("#live-table.on")
             a.wait_for_selector("#online:has-text('1 watching')")
@@ -148,8 +158,17 @@ def test_two_players_in_two_browsers_share_one_table(serve):
             assert hand_faces(b) == []
             assert hand_faces(a) == [faces[2]]
 
-            a.screenshot(path=str(ARTIFACTS / "tabletop-player-a.png"))
-            b.screenshot(path=str(ARTIFACTS / "tabletop-player-b.png"))
+            # B's moves (join, chat) went up the socket, or were POSTed on the fallback
+            moves = [u for u in posts if u.rsplit("/", 1)[-1] in ("join", "chat")]
+            if transport == "ws":
+                assert any(u.endswith(f"/api/tables/{table_id}/ws?lastEventId=")
+                           or f"/api/tables/{table_id}/ws?" in u for u in sockets)
+                assert moves == []
+            else:
+                assert sockets == [] and len(moves) == 2
+
+            a.screenshot(path=str(ARTIFACTS / f"tabletop-player-a-{transport}.png"))
+            b.screenshot(path=str(ARTIFACTS / f"tabletop-player-b-{transport}.png"))
         finally:
             browser.close()
     assert time.monotonic() - started < 30

@@ -33,6 +33,7 @@ import json
 import logging
 import pathlib
 from typing import Annotated, Literal
+from urllib.parse import urlencode
 
 import attrs
 
@@ -41,7 +42,9 @@ from clos_web import (
     Response, Session, StaticFiles, channel, csrf_guard, encode_event, error_response,
     parse_param, respond, write,
 )
-from clos_web.push import LOCAL
+from clos_web.http import HTTPError
+from clos_web.push import LOCAL, request_last_id
+from clos_web.ws import Text, WebSocket, receive
 
 from .game import (
     MAX_CHAT_TEXT, MAX_DICE, MAX_SEATS, MAX_TABLE_NAME, Change, ChatLine, Game,
@@ -313,6 +316,52 @@ def tabletop_refuses_cross_site(app: TabletopApp, request: Request, conn):
     _GUARD.check(request)
 
 
+MOVES = frozenset(["join", "leave", "draw", "play", "move", "flip", "shuffle", "roll", "chat"])
+
+
+@attrs.define(slots=True, eq=False, repr=False)
+class TableSocket(WebSocket):
+    """A client's WebSocket at one table: the table's events come down it (as
+    ``/api/tables/<id>/events`` sends them), and the player's moves go up it. A move is a
+    text message ``{"rid": N, "op": "move", "params": {...}}``; the answer is ``{"rid": N,
+    "status": S, "body": ...}``, made by the very handler of ``POST /api/tables/<id>/<op>``
+    (the same parameters, checks, session and CSRF rule: the upgrade request's cookies and
+    ``Origin`` go with it)."""
+
+    app: App
+    table_id: str
+    upgrade: Request
+
+
+@receive.dispatch
+def table_socket_move(ws: TableSocket, message: Text):
+    rid = None
+    try:
+        msg = json.loads(message.data)
+        rid = msg.get("rid")
+        op, params = msg["op"], msg.get("params") or {}
+        if op not in MOVES or not isinstance(params, dict):
+            raise ValueError(op)
+        body = urlencode({str(k): str(v) for k, v in params.items()}).encode()
+    except (ValueError, KeyError, TypeError, AttributeError):
+        ws.send(_json({"rid": rid, "status": 400, "body": {"error": "not a move"}}))
+        return
+    headers = {name: value for name, value in ws.upgrade.headers.items()
+               if name in ("cookie", "host", "origin", "user-agent")}
+    headers.update({"content-type": "application/x-www-form-urlencoded",
+                    "accept": "application/json", "content-length": str(len(body))})
+    path = f"/api/tables/{ws.table_id}/{op}"
+    request = Request("POST", path, headers=headers, body=body, path=path)
+    try:
+        result = ws.app.handle(request, None)
+        status, answer = 200, result
+        if isinstance(result, Response):
+            status, answer = result.status, json.loads(result.body or b"null")
+    except HTTPError as err:
+        status, answer = err.status, {"error": err.reason, "status": err.status}
+    ws.send(_json({"rid": rid, "status": status, "body": answer}))
+
+
 def tabletop(game: Game | None = None, *, history: int = 500, max_age: float = 1800.0,
              retry: float = 1.0, channels: Channels | None = None) -> Tabletop:
     """Build the demo: a new :class:`Game` (or ``game``), its channels (a new registry, or
@@ -394,12 +443,9 @@ def tabletop(game: Game | None = None, *, history: int = 500, max_age: float = 1
     def show_table(table: TableP, session: Session | None):
         return tt.state(table, player_of(session))
 
-    @app.get("/api/tables/{table}/events")
-    @channel(registry)
-    def table_events(table: TableP, session: Session | None):
-        """The table's public moves, and the caller's own hand if they hold a seat. The
-        stream is present at the table (who is online, who watches): a ``presence`` snapshot,
-        then ``join`` and ``leave`` events."""
+    def table_streams(table: Table, session: Session | None) -> tuple:
+        """The channels a client at ``table`` reads (its hand too if seated), and what its
+        presence there says."""
         names = [f"table-{table.id}"]
         player = player_of(session)
         seat = table.seat_of(player)
@@ -407,7 +453,25 @@ def tabletop(game: Game | None = None, *, history: int = 500, max_age: float = 1
             names.append(hand_channel(table, player))
         info = {"name": player.name if player is not None else None,
                 "player": player.id if player is not None else None, "seated": seat is not None}
+        return names, info
+
+    @app.get("/api/tables/{table}/events")
+    @channel(registry)
+    def table_events(table: TableP, session: Session | None):
+        """The table's public moves, and the caller's own hand if they hold a seat. The
+        stream is present at the table (who is online, who watches): a ``presence`` snapshot,
+        then ``join`` and ``leave`` events."""
+        names, info = table_streams(table, session)
         return EventStream(names, registry=registry, presence=info)
+
+    @app.websocket("/api/tables/{table}/ws")
+    def table_socket(request: Request, table: TableP, session: Session | None):
+        """The same as ``/events`` over one WebSocket, and moves go up it too: see
+        :class:`TableSocket`. Same-origin only (the page's own)."""
+        names, info = table_streams(table, session)
+        ws = TableSocket(app, table.id, request)
+        ws.subscribe(names, request_last_id(request), registry=registry, presence=info)
+        return ws
 
     @app.get("/api/tables/{table}/hands/{player_id}/events")
     @channel(registry)

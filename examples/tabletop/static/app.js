@@ -1,7 +1,11 @@
 // Tabletop: the page. Plain JavaScript, no build step, no framework.
 //
-// State comes from GET /api/tables/<id> ({table, you, last_id}); then an EventSource on
-// /api/tables/<id>/events?lastEventId=<last_id> brings every move made since, in order.
+// State comes from GET /api/tables/<id> ({table, you, last_id}); then a WebSocket on
+// /api/tables/<id>/ws?lastEventId=<last_id> brings every move made since, in order, and
+// carries this player's moves up ({rid, op, params} -> {rid, status, body}). Where the socket
+// cannot open (a proxy that refuses upgrades), or with ?transport=sse in the address (or
+// localStorage "tabletop.transport" = "sse"), an
+// EventSource on /api/tables/<id>/events brings the events and moves are POSTed instead.
 // Events carry what changed (stacks, seats, a note; or the player's own hand), so the page
 // never reloads to update. On a `reset` event (the server's history could not cover a gap)
 // the page fetches the state again; events that arrive meanwhile are kept and replayed.
@@ -13,6 +17,16 @@ const MAX_LOG = 120;
 // -- talking to the server -----------------------------------------------------------------
 
 async function api(method, path, params) {
+  const viaSocket = method === "POST" ? moveOverSocket(path, params) : null;
+  if (viaSocket) {
+    const reply = await viaSocket;
+    if (reply.status >= 400) {
+      const err = new Error((reply.body && reply.body.error) || `error ${reply.status}`);
+      err.status = reply.status;
+      throw err;
+    }
+    return reply.body;
+  }
   const init = { method, headers: { Accept: "application/json" } };
   if (params) {
     init.body = new URLSearchParams(params);
@@ -169,7 +183,10 @@ const view = {
   lastId: null,       // its id, to resume a stream
   loading: false,
   pending: [],        // events that arrived while loading
-  source: null,
+  source: null,       // the EventSource or WebSocket the events come from
+  socket: null,       // the open WebSocket moves go up (null: moves are POSTed)
+  transport: (new URLSearchParams(location.search).get("transport")
+              || localStorage.getItem("tabletop.transport")) === "sse" ? "sse" : "ws",
   selectedStack: null,
   selectedCard: null,
   closed: false,
@@ -208,8 +225,89 @@ async function loadTable() {
   renderAll();
 }
 
+// -- the table's socket: events down, moves up --------------------------------------------
+
+let nextRid = 1;
+const awaiting = new Map();  // rid -> {resolve, reject, socket}
+
+function moveOverSocket(path, params) {
+  const m = path.match(/^\/api\/tables\/[^/]+\/(\w+)$/);
+  const socket = view.socket;
+  if (!m || !socket || socket.readyState !== WebSocket.OPEN) return null;
+  const rid = nextRid++;
+  return new Promise((resolve, reject) => {
+    awaiting.set(rid, { resolve, reject, socket });
+    socket.send(JSON.stringify({ rid, op: m[1], params: params || {} }));
+  });
+}
+
+function retire(old) {
+  // a socket being replaced still answers the moves sent on it, then closes
+  if (!old) return;
+  if (typeof WebSocket !== "undefined" && old instanceof WebSocket) {
+    const mine = () => [...awaiting.values()].some((w) => w.socket === old);
+    if (!mine()) { old.close(1000); return; }
+    const check = setInterval(() => { if (!mine()) { clearInterval(check); old.close(1000); } }, 50);
+    setTimeout(() => { clearInterval(check); old.close(1000); }, 5000);
+  } else {
+    old.close();
+  }
+}
+
+function connectSocket() {
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const url = `${scheme}://${location.host}/api/tables/${view.id}/ws?lastEventId=${encodeURIComponent(view.lastId || "")}`;
+  const socket = new WebSocket(url);
+  view.source = socket;
+  view.socket = null;
+  view.present = new Map();
+  let opened = false;
+  socket.onopen = () => {
+    opened = true;
+    if (view.source === socket) view.socket = socket;
+    $("#live-table").classList.add("on");
+  };
+  socket.onmessage = (m) => {
+    const msg = JSON.parse(m.data);
+    if (msg.rid !== undefined) {
+      const w = awaiting.get(msg.rid);
+      if (w) { awaiting.delete(msg.rid); w.resolve(msg); }
+      return;
+    }
+    if (view.source !== socket) return;
+    onEvent(msg.event, msg.id, msg.data);
+  };
+  socket.onclose = () => {
+    for (const [rid, w] of awaiting) {
+      if (w.socket === socket) { awaiting.delete(rid); w.reject(new Error("connection lost; try again")); }
+    }
+    if (view.source !== socket || view.closed) return;
+    view.socket = null;
+    $("#live-table").classList.remove("on");
+    if (!opened) view.transport = "sse";  // it never opened: the SSE stream and POSTs instead
+    setTimeout(() => { if (view.source === socket) connect(); }, opened ? 1500 : 0);
+  };
+}
+
+function onEvent(type, id, data) {
+  if (type === "presence") {
+    for (const [client, info] of Object.entries(JSON.parse(data))) view.present.set(client, info);
+    renderPresence();
+  } else if (type === "join" || type === "leave") {
+    const { client, info } = JSON.parse(data);
+    if (type === "join") view.present.set(client, info); else view.present.delete(client);
+    renderPresence();
+  } else {
+    handle({ type, id, data });
+  }
+}
+
 function connect() {
-  if (view.source) view.source.close();
+  const old = view.source;
+  view.source = null;
+  view.socket = null;
+  retire(old);
+  if (view.transport === "ws" && typeof WebSocket !== "undefined") return connectSocket();
   const url = `/api/tables/${view.id}/events?lastEventId=${encodeURIComponent(view.lastId || "")}`;
   const source = new EventSource(url);
   view.source = source;
@@ -220,25 +318,12 @@ function connect() {
       setTimeout(() => { if (view.source === source) connect(); }, 1500);
     }
   };
-  for (const type of ["change", "hand", "dice", "chat", "closed", "reset"]) {
-    source.addEventListener(type, (e) => {
-      if (view.source !== source) return;
-      handle({ type, id: e.lastEventId, data: e.data });
-    });
-  }
   // presence: who is online here (a snapshot on each connection, then joins and leaves)
   view.present = new Map();
-  source.addEventListener("presence", (e) => {
-    if (view.source !== source) return;
-    for (const [client, info] of Object.entries(JSON.parse(e.data))) view.present.set(client, info);
-    renderPresence();
-  });
-  for (const type of ["join", "leave"]) {
+  for (const type of ["change", "hand", "dice", "chat", "closed", "reset", "presence", "join", "leave"]) {
     source.addEventListener(type, (e) => {
       if (view.source !== source) return;
-      const { client, info } = JSON.parse(e.data);
-      if (type === "join") view.present.set(client, info); else view.present.delete(client);
-      renderPresence();
+      onEvent(type, e.lastEventId, e.data);
     });
   }
 }
