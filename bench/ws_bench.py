@@ -611,7 +611,8 @@ def targets(runs: list[dict], summary: dict, scen_names: list[str], servers: lis
                 continue
             c = summary["echo"]["round_trips_per_s"].get(CLOS)
             if not summary["echo"]["held"].get(sv):
-                ok = summary["echo"]["held"].get(CLOS, False)
+                # a peer that failed to start has no figure: no comparison, not a win
+                ok = None if p is None else summary["echo"]["held"].get(CLOS, False)
                 add(name, ok, f"clos_web {pb.fmt(c)}/s vs {sv} FAIL")
                 continue
             ok = (None if c is None or p is None else
