@@ -194,7 +194,9 @@ def use_redis(url: str | None) -> None:
 def run(load: Callable[[], Any], args: argparse.Namespace) -> int:
     """Serve the app ``load()`` returns as ``args`` say (see :func:`add_arguments`); the exit
     status. ``load`` is called once, after ``--redis`` is in the environment and before any
-    worker is forked. Errors worth one line (:class:`CLIError`) are printed to stderr."""
+    worker is forked. Errors worth one line (:class:`CLIError`) are printed to stderr.
+    Hand the status to ``sys.exit`` at once: once a one-process server has stopped on the main
+    thread, the process ends within :data:`EXIT_GRACE` seconds whatever still runs."""
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -225,18 +227,47 @@ def _listen_error(host: str, port: int, e: OSError) -> CLIError:
     return CLIError(f"cannot listen on {host}:{port}: {why}", EXIT_FAILED)
 
 
+EXIT_GRACE = 1.0
+"""Seconds the process may take to exit once its server stopped (see :func:`_serve_here`)."""
+
+
 def _serve_here(app, args) -> int:
-    """One process, as :func:`clos_web.serve` does."""
+    """One process, as :func:`clos_web.serve` does. On the main thread, SIGTERM/SIGINT drain
+    the server (a second one, or the stop timeout, closes what is left); once it has stopped
+    the process exits within :data:`EXIT_GRACE` seconds, even if a blocking handler that
+    outlived the stop still runs on a worker thread (its answer has nowhere to go, and
+    Python would otherwise wait for it at exit)."""
     server = Server(app, args.host, args.port, Limits())
     try:
         server.bind()
     except OSError as e:
         raise _listen_error(args.host, args.port, e) from None
+    main = threading.current_thread() is threading.main_thread()
     with _PidFile(args.pid_file):
         print(f"serving on {server.url}", flush=True)
-        server.serve_forever(
-            stop_on_signals=threading.current_thread() is threading.main_thread())
+        server.serve_forever(stop_on_signals=main)
+    if main:
+        _exit_soon(0, EXIT_GRACE)
     return 0
+
+
+def _exit_soon(status: int, grace: float) -> None:
+    """End this process with ``status`` in ``grace`` seconds if it has not ended by then: a
+    daemon thread that calls ``os._exit``. The normal exit (atexit handlers, buffers flushed)
+    comes first unless threads still busy hold it (Python joins its worker threads at exit)."""
+
+    def watchdog():
+        time.sleep(grace)
+        busy = [t.name for t in threading.enumerate()
+                if t is not threading.current_thread() and t.is_alive()]
+        log.warning("still running %.1f s after the stop (%s): exiting without them",
+                    grace, ", ".join(busy) or "exit handlers")
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(status)
+
+    threading.Thread(target=watchdog, name="clos_web-exit", daemon=True).start()
 
 
 @attrs.define
