@@ -208,3 +208,37 @@ def test_a_stream_ends_cleanly_on_stop_and_resumes_on_a_new_server_with_nothing_
         assert read_events(reader, 2) == [(ids[2], "e3"), (ids[3], "e4")]
         ids.append(hello.channels.publish("room", "e5"))
         assert read_events(reader, 3) == [(ids[2], "e3"), (ids[3], "e4"), (ids[4], "e5")]
+
+
+def test_connections_waiting_in_the_accept_queue_at_stop_are_answered_not_reset(serve):
+    """Closing a listening socket resets the connections still in its queue (with
+    SO_REUSEPORT no other worker sees them): stop takes them in and answers what they sent."""
+    from clos_web import App
+
+    app = App()
+    app.get("/")(lambda: "hi")
+    server = serve(app)
+    release = threading.Event()
+    blocked = threading.Event()
+
+    def block():  # hold the loop so that new connections wait in the kernel's queue
+        blocked.set()
+        release.wait(10)
+
+    server.call_soon_threadsafe(block)
+    assert blocked.wait(5)
+    waiting = [connect(server, timeout=5) for _ in range(5)]
+    for sock in waiting:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    stopper = threading.Thread(target=server.stop, args=(5,))
+    stopper.start()
+    wait_for(lambda: server._callbacks, timeout=5)  # the stop is queued behind block()
+    release.set()
+    for sock in waiting:
+        with sock:
+            reader = Reader(sock)
+            status, headers, body = reader.read_response()
+            assert (status, body) == (200, b"hi")
+            assert reader.closed(timeout=2.0)
+    stopper.join(10)
+    assert not stopper.is_alive()
