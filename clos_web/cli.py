@@ -452,6 +452,7 @@ class Supervisor:
                           "abandoned, pid %d goes on", slot, new, self.ready_timeout, old)
                 self._abandon_roll(new)
         elif old not in self.pids:
+            self.retiring.discard(old)
             self.roll = None
         elif now >= deadline:
             log.warning("worker %d (pid %d) still draining: killing it", slot, old)
