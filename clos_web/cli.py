@@ -4,6 +4,7 @@ One process by default, exactly as :func:`~clos_web.serve`. With ``--workers N``
 small supervisor forks N worker processes; each binds the same host:port with ``SO_REUSEPORT``
 and runs its own loop, so the kernel spreads new connections over them. The supervisor binds
 nothing, restarts a worker that dies (and gives up on a crash loop), forwards SIGTERM/SIGINT,
+replaces its workers one at a time on SIGHUP (a rolling restart: new code, nothing dropped),
 and its workers stop by themselves when it is gone. Workers share channels only through a broker
 (``--redis URL``, which sets ``CLOS_WEB_REDIS`` before the app is imported)::
 
@@ -52,7 +53,8 @@ EXIT_USAGE = 2          # bad command line, MODULE:APP not found, workers withou
 EXIT_FAILED = 1         # could not listen, a worker crash loop, the app failed to import
 EXIT_CANNOT_LISTEN = 3  # a worker's exit status: binding failed (the supervisor gives up)
 
-_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+_SUPERVISOR_SIGNALS = (*_STOP_SIGNALS, signal.SIGHUP, signal.SIGCHLD)
 
 
 class CLIError(Exception):
@@ -194,7 +196,9 @@ def use_redis(url: str | None) -> None:
 def run(load: Callable[[], Any], args: argparse.Namespace) -> int:
     """Serve the app ``load()`` returns as ``args`` say (see :func:`add_arguments`); the exit
     status. ``load`` is called once, after ``--redis`` is in the environment and before any
-    worker is forked. Errors worth one line (:class:`CLIError`) are printed to stderr."""
+    worker is forked. Errors worth one line (:class:`CLIError`) are printed to stderr.
+    Hand the status to ``sys.exit`` at once: once a one-process server has stopped on the main
+    thread, the process ends within :data:`EXIT_GRACE` seconds whatever still runs."""
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -225,18 +229,47 @@ def _listen_error(host: str, port: int, e: OSError) -> CLIError:
     return CLIError(f"cannot listen on {host}:{port}: {why}", EXIT_FAILED)
 
 
+EXIT_GRACE = 1.0
+"""Seconds the process may take to exit once its server stopped (see :func:`_serve_here`)."""
+
+
 def _serve_here(app, args) -> int:
-    """One process, as :func:`clos_web.serve` does."""
+    """One process, as :func:`clos_web.serve` does. On the main thread, SIGTERM/SIGINT drain
+    the server (a second one, or the stop timeout, closes what is left); once it has stopped
+    the process exits within :data:`EXIT_GRACE` seconds, even if a blocking handler that
+    outlived the stop still runs on a worker thread (its answer has nowhere to go, and
+    Python would otherwise wait for it at exit)."""
     server = Server(app, args.host, args.port, Limits())
     try:
         server.bind()
     except OSError as e:
         raise _listen_error(args.host, args.port, e) from None
+    main = threading.current_thread() is threading.main_thread()
     with _PidFile(args.pid_file):
         print(f"serving on {server.url}", flush=True)
-        server.serve_forever(
-            stop_on_signals=threading.current_thread() is threading.main_thread())
+        server.serve_forever(stop_on_signals=main)
+    if main:
+        _exit_soon(0, EXIT_GRACE)
     return 0
+
+
+def _exit_soon(status: int, grace: float) -> None:
+    """End this process with ``status`` in ``grace`` seconds if it has not ended by then: a
+    daemon thread that calls ``os._exit``. The normal exit (atexit handlers, buffers flushed)
+    comes first unless threads still busy hold it (Python joins its worker threads at exit)."""
+
+    def watchdog():
+        time.sleep(grace)
+        busy = [t.name for t in threading.enumerate()
+                if t is not threading.current_thread() and t.is_alive()]
+        log.warning("still running %.1f s after the stop (%s): exiting without them",
+                    grace, ", ".join(busy) or "exit handlers")
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(status)
+
+    threading.Thread(target=watchdog, name="clos_web-exit", daemon=True).start()
 
 
 @attrs.define
@@ -282,10 +315,19 @@ class Supervisor:
     nothing itself, and writes its pid to ``pid_file`` (if given) once the port is free.
 
     A worker that dies is restarted after a short backoff; a slot that dies ``crash_limit``
-    times within ``crash_window`` seconds makes it give up (stop the others, exit 1). SIGTERM,
-    SIGINT or SIGHUP are forwarded as SIGTERM (the workers stop gracefully, as
+    times within ``crash_window`` seconds makes it give up (stop the others, exit 1). SIGTERM
+    or SIGINT are forwarded as SIGTERM (the workers stop gracefully, as
     :func:`~clos_web.serve` does; a second signal closes at once); it waits up to
     ``stop_timeout`` seconds, kills what is left, and returns 0.
+
+    SIGHUP (or :meth:`restart`) is a rolling restart: the workers are replaced one at a time.
+    For each, a new worker is forked (from the supervisor, so the app as it was loaded; code
+    changed on disk needs a new supervisor) and, once its loop runs on the shared port
+    (``ready_timeout``), the old one gets SIGTERM: it drains (answers in flight finish, its
+    streams end cleanly and their clients reconnect to the others) and the next slot goes
+    once it has exited (SIGKILL after ``worker_stop_timeout`` + 5 s). A new worker that dies
+    or is not ready in time ends the roll: the old one keeps serving. The supervisor's pid
+    does not change. (Before, SIGHUP stopped everything.)
     A worker stops by itself, gracefully, when the supervisor is gone: its loop watches the read
     end of a pipe whose write end only the supervisor holds, and EOF there means the supervisor
     has exited (even by SIGKILL), so no orphan keeps the port.
@@ -307,6 +349,12 @@ class Supervisor:
     crashes: dict = attrs.field(factory=dict)     # slot -> deque of crash times
     respawn: dict = attrs.field(factory=dict)     # slot -> when to start it again
     stopping: float | None = None                 # the deadline once stopping
+    ready_timeout: float = 30.0
+    rolling: list = attrs.field(factory=list)     # slots still to replace (SIGHUP)
+    roll: tuple | None = None                     # (slot, old pid, new pid, deadline)
+    retiring: set = attrs.field(factory=set)      # old pids told to stop by a roll
+    ready: dict = attrs.field(factory=dict)       # pid -> read end of its "my loop runs" pipe
+    accepting: set = attrs.field(factory=set)     # pids whose loop has said it runs
     status: int = 0
     _signals: list = attrs.field(factory=list)
     _wake: tuple = ()
@@ -328,7 +376,7 @@ class Supervisor:
         self._wake = (wake_r, wake_w)
         self._alive = os.pipe()   # workers watch the read end; EOF means we are gone
         old_wakeup = signal.set_wakeup_fd(wake_w)
-        old = {s: signal.signal(s, self._on_signal) for s in (*_STOP_SIGNALS, signal.SIGCHLD)}
+        old = {s: signal.signal(s, self._on_signal) for s in _SUPERVISOR_SIGNALS}
         print(f"serving on http://{self.host}:{self.port} with {self.workers} workers",
               flush=True)
         try:
@@ -344,8 +392,9 @@ class Supervisor:
             for s, handler in old.items():
                 signal.signal(s, handler)
             signal.set_wakeup_fd(old_wakeup)
-            for fd in (*self._wake, *self._alive):
+            for fd in (*self._wake, *self._alive, *self.ready.values()):
                 os.close(fd)
+            self.ready.clear()
         return self.status
 
     def _probe(self) -> None:
@@ -368,6 +417,53 @@ class Supervisor:
             if signum in _STOP_SIGNALS:
                 log.info("%s: stopping %d workers", signal.Signals(signum).name, len(self.pids))
                 self.stop()
+            elif signum == signal.SIGHUP:
+                self.restart()
+
+    def restart(self) -> None:
+        """Replace every worker, one at a time (a rolling restart; see the class). Asked
+        during a roll, the roll starts over once this one is done."""
+        if self.stopping is not None:
+            return
+        slots = sorted(set(self.pids.values()) | set(self.respawn))
+        log.info("rolling restart of %d workers", len(slots))
+        self.rolling.extend(slot for slot in slots if slot not in self.rolling)
+
+    def _roll_on(self, now: float) -> None:
+        """One step of a rolling restart, when there is one to take."""
+        if self.roll is None:
+            while self.rolling and self.roll is None:
+                slot = self.rolling.pop(0)
+                old = [pid for pid, s in self.pids.items() if s == slot]
+                if not old:  # the slot is waiting to be respawned: that is a new worker too
+                    continue
+                new = self._spawn(slot)
+                self.roll = (slot, old[0], new, now + self.ready_timeout)
+            return
+        slot, old, new, deadline = self.roll
+        if new is not None:
+            if new in self.accepting:
+                log.info("worker %d (pid %d) accepts: stopping pid %d", slot, new, old)
+                self.retiring.add(old)
+                _kill(old, signal.SIGTERM)
+                self.roll = (slot, old, None, now + self.worker_stop_timeout + 5)
+            elif now >= deadline:
+                log.error("worker %d (pid %d) not ready within %.0f s: rolling restart "
+                          "abandoned, pid %d goes on", slot, new, self.ready_timeout, old)
+                self._abandon_roll(new)
+        elif old not in self.pids:
+            self.retiring.discard(old)
+            self.roll = None
+        elif now >= deadline:
+            log.warning("worker %d (pid %d) still draining: killing it", slot, old)
+            _kill(old, signal.SIGKILL)
+
+    def _abandon_roll(self, new: int | None) -> None:
+        self.roll = None
+        self.rolling.clear()
+        if new is not None and new in self.pids:
+            self.retiring.add(new)
+            _kill(new, signal.SIGKILL)
 
     def stop(self, status: int | None = None) -> None:
         """Forward SIGTERM to every worker (again: they close at once) and stop restarting."""
@@ -376,11 +472,14 @@ class Supervisor:
         if self.stopping is None:
             self.stopping = time.monotonic() + self.stop_timeout
         self.respawn.clear()
+        self.rolling.clear()
+        self.roll = None
         for pid in self.pids:
             _kill(pid, signal.SIGTERM)
 
     def _tick(self) -> None:
         now = time.monotonic()
+        self._read_ready()
         if self.stopping is not None:
             if now >= self.stopping and self.pids:
                 log.warning("workers %s still running after %.0f s: killing them",
@@ -394,15 +493,32 @@ class Supervisor:
             if now >= when:
                 del self.respawn[slot]
                 self._spawn(slot)
+        self._roll_on(now)
+
+    def _read_ready(self) -> None:
+        """Note the workers whose loop said it runs (a byte on their pipe; EOF: it died)."""
+        for pid, fd in list(self.ready.items()):
+            try:
+                said = os.read(fd, 1)
+            except BlockingIOError:
+                continue
+            except OSError:
+                said = b""
+            if said:
+                self.accepting.add(pid)
+            os.close(fd)
+            del self.ready[pid]
 
     def _sleep(self) -> None:
         now = time.monotonic()
         wake = [self.stopping] if self.stopping is not None else list(self.respawn.values())
+        if self.roll is not None:
+            wake.append(self.roll[3])
         timeout = max(0.0, min([1.0, *(w - now for w in wake)]))
         if self._signals:
             return
         try:
-            select.select([self._wake[0]], [], [], timeout)
+            select.select([self._wake[0], *self.ready.values()], [], [], timeout)
         except InterruptedError:
             pass
         try:
@@ -420,6 +536,10 @@ class Supervisor:
             if pid == 0:
                 return
             slot = self.pids.pop(pid, None)
+            self.accepting.discard(pid)
+            fd = self.ready.pop(pid, None)
+            if fd is not None:
+                os.close(fd)
             if slot is not None:
                 self._exited(slot, pid, status)
 
@@ -435,6 +555,16 @@ class Supervisor:
         log.info("worker %d (pid %d) exited: %s", slot, pid, how)
         if self.stopping is not None:
             return
+        if pid in self.retiring:  # told to stop by a rolling restart: replaced already
+            self.retiring.discard(pid)
+            return
+        if self.roll is not None and pid == self.roll[2]:
+            log.error("worker %d (pid %d) died before it accepted: rolling restart "
+                      "abandoned, pid %d goes on", slot, pid, self.roll[1])
+            self._abandon_roll(None)
+            return
+        if any(s == slot for s in self.pids.values()):
+            return  # the slot is served (the old worker of a roll died; its successor serves)
         if code == EXIT_CANNOT_LISTEN:
             log.error("worker %d could not listen: stopping", slot)
             self.stop(EXIT_FAILED)
@@ -451,30 +581,36 @@ class Supervisor:
             return
         self.respawn[slot] = now + min(0.05 * 2 ** (len(times) - 1), 2.0)
 
-    def _spawn(self, slot: int) -> None:
-        mask = signal.pthread_sigmask(signal.SIG_BLOCK, (*_STOP_SIGNALS, signal.SIGCHLD))
+    def _spawn(self, slot: int) -> int:
+        ready_r, ready_w = os.pipe()
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, _SUPERVISOR_SIGNALS)
         try:
             pid = os.fork()
             if pid == 0:
-                os._exit(self._worker(mask))
+                os.close(ready_r)
+                os._exit(self._worker(mask, ready_w))
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        os.close(ready_w)
+        os.set_blocking(ready_r, False)
+        self.ready[pid] = ready_r
         self.pids[pid] = slot
         log.info("worker %d started (pid %d)", slot, pid)
+        return pid
 
-    def _worker(self, mask) -> int:
+    def _worker(self, mask, ready_fd: int) -> int:
         """The child's side: serve until stopped; the exit status (never returns otherwise)."""
         status = EXIT_FAILED
         try:
             signal.set_wakeup_fd(-1)
-            for s in (*_STOP_SIGNALS, signal.SIGCHLD):
+            for s in _SUPERVISOR_SIGNALS:
                 signal.signal(s, signal.SIG_DFL)
             os.setpgid(0, 0)  # Ctrl-C reaches the supervisor only; it forwards one SIGTERM
-            for fd in (*self._wake, self._alive[1]):
+            for fd in (*self._wake, self._alive[1], *self.ready.values()):
                 os.close(fd)
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             status = _serve_worker(self.app, self.host, self.port, self._alive[0],
-                                   self.worker_stop_timeout)
+                                   self.worker_stop_timeout, ready_fd)
         except BaseException:
             traceback.print_exc()
         finally:
@@ -486,7 +622,8 @@ class Supervisor:
         return status
 
 
-def _serve_worker(app, host: str, port: int, alive_fd: int, stop_timeout: float) -> int:
+def _serve_worker(app, host: str, port: int, alive_fd: int, stop_timeout: float,
+                  ready_fd: int) -> int:
     server = Server(app, host, port, Limits(), reuse_port=True)
     try:
         server.bind()
@@ -495,8 +632,18 @@ def _serve_worker(app, host: str, port: int, alive_fd: int, stop_timeout: float)
         return EXIT_CANNOT_LISTEN
     os.set_blocking(alive_fd, False)
     server.register(alive_fd, _SupervisorPipe(alive_fd, stop_timeout), EVENT_READ)
+    server.call_soon_threadsafe(_say_ready, ready_fd)  # on the loop's first turn
     server.serve_forever(stop_on_signals=True, stop_timeout=stop_timeout)
     return 0
+
+
+def _say_ready(fd: int) -> None:
+    """Tell the supervisor this worker's loop runs on the shared port (one byte, then EOF)."""
+    try:
+        os.write(fd, b"\0")
+    except OSError:
+        pass
+    os.close(fd)
 
 
 @attrs.define

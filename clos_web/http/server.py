@@ -202,7 +202,10 @@ def shutdown_http(protocol: HTTPConnection, conn: Connection):
     state = protocol.state
     server = conn.server
     if state is State.IDLE and not conn.buf.data:
-        server.close(conn)
+        if conn.out:
+            server.close_when_sent(conn)  # the last answer is still on its way out
+        else:
+            server.close(conn)
     elif state is STREAM:
         shutdown_stream(protocol.stream, conn)
     elif state is CLOSING and not conn.out:

@@ -400,12 +400,15 @@ class Loop:
     def _catch_signals(self, timeout: float) -> dict:
         """Install SIGINT/SIGTERM handlers that stop gracefully; return the old handlers."""
 
+        asked = []
+
         def on_signal(signum, frame):
-            if self.stopping:
-                self._stop_deadline = 0.0  # the second signal: close what is left now
+            if asked:  # the second signal: close what is left now
+                self._callbacks.append((self._begin_stop, (0.0,)))
             else:
                 log.info("%s: stopping (again to close at once)", signal.Signals(signum).name)
                 self._callbacks.append((self._begin_stop, (timeout,)))
+            asked.append(signum)
             try:
                 self.waker.wsock.send(b"\0")
             except OSError:
@@ -549,8 +552,26 @@ class Loop:
                     return
 
     def _begin_stop(self, timeout: float) -> None:
+        deadline = self.now + timeout  # (the loop's time this turn: 0 s stops this turn)
+        if self.stopping:  # asked again (a second signal, another stop): sooner, never later
+            self._stop_deadline = min(self._stop_deadline, deadline)
+            return
         self.stopping = True
-        self._stop_deadline = time.monotonic() + timeout
+        self._stop_deadline = deadline
+        # One last turn over what is ready now: connections the kernel completed wait in the
+        # listening socket's queue, and closing it would reset them (with SO_REUSEPORT no
+        # other process sees them); requests may sit unread on idle connections, and closing
+        # those would reset them too. Take them in and read: what arrived is answered.
+        if self.accepting:
+            self.accept()
+        for key, mask in self.selector.select(0):
+            if key.data is not self.listener:
+                try:
+                    process_ready(key.data, self, mask)
+                except Exception:
+                    log.exception("process_ready failed")
+                    if key.data.__class__ is Connection:
+                        self.close(key.data)
         self._pause_accepting()
         if self.listener is not None:
             self.listener.sock.close()
