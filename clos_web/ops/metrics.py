@@ -283,6 +283,7 @@ class Watchdog(threading.Thread):
         self.threshold = BLOCK_THRESHOLD if threshold is None else threshold
         self.reported: dict = {}   # route -> when last reported (bounded by the routes)
         self.reports: list = []    # the last reports, newest last (at most 20)
+        self.blocked = 0           # steps seen over the threshold (reported or not)
 
     def run(self) -> None:
         server = self.server
@@ -296,6 +297,7 @@ class Watchdog(threading.Thread):
             current = _step_frame(frame) if frame is not None else None
             if current is not step:
                 if sample is not None:
+                    self.blocked += 1
                     self._report(sample, now - since)
                 step, since, sample = current, now, None
             elif current is not None and sample is None and now - since >= self.threshold:
