@@ -3,7 +3,10 @@ traffic generated over real sockets against examples/hello.py."""
 
 from __future__ import annotations
 
+import json
+import logging
 import socket
+import time
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -75,7 +78,8 @@ def test_metrics_count_the_traffic_sent(serve):
         assert sse_reader._fill()
 
     after = scrape(server)
-    assert value(after, "clos_web_requests_total", method="GET", status="200") == 5  # 3, the poll, the first scrape
+    # 3 /plaintext, the poll, the first scrape
+    assert value(after, "clos_web_requests_total", method="GET", status="200") == 5
     assert value(after, "clos_web_requests_total", method="POST", status="200") == 1
     assert value(after, "clos_web_requests_total", method="POST", status="202") == 1
     assert value(after, "clos_web_requests_total", method="GET", status="400") == 1
@@ -173,3 +177,46 @@ def test_snapshot_has_the_dashboard_shape(serve):
     assert set(snap["subscribers"]) == {"sse", "poll", "websocket"}
     assert set(snap["loop_lag_seconds"]) == {"p50", "p99", "max"}
     __import__("json").dumps(snap)
+
+
+class _Lines(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.lines = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
+
+
+def test_access_log_one_json_line_per_request_off_by_default(serve):
+    from clos_web.ops import accesslog
+
+    server = serve(load_example("hello").app)
+    logger = logging.getLogger("test.access")
+    logger.setLevel(logging.INFO)
+    handler = _Lines()
+    logger.addHandler(handler)
+    try:
+        assert get(server, "/plaintext")[0] == 200
+        assert handler.lines == []  # off by default
+        accesslog.enable("json", logger)
+        status, headers, body = get(server, "/add?a=1&b=2")
+        assert status == 200
+        assert get(server, "/nowhere")[0] == 404
+        wait_for(lambda: len(handler.lines) == 2)
+        first, second = (json.loads(line) for line in handler.lines)
+        assert set(first) == {"time", "method", "route", "status", "bytes", "duration",
+                              "client"}
+        assert first["method"] == "GET" and first["route"] == "/add"
+        assert first["status"] == 200 and first["client"] == "127.0.0.1"
+        assert first["bytes"] > len(body) and abs(first["time"] - time.time()) < 60
+        assert second["route"] == "(unmatched)" and second["status"] == 404
+        accesslog.enable("text", logger)
+        get(server, "/plaintext")
+        wait_for(lambda: len(handler.lines) == 3)
+        assert handler.lines[2].startswith("time=") and 'route="/plaintext"' in handler.lines[2]
+    finally:
+        accesslog.disable()
+        logger.removeHandler(handler)
+    get(server, "/plaintext")
+    assert len(handler.lines) == 3  # disabled: nothing more

@@ -150,6 +150,7 @@ class ServerMetrics:
     lag_max: float = 0.0
     watchdog: Any = None
     probing: bool = False
+    answer: tuple = (None, "", 0.0)  # (request, route, duration) of the last one answered
 
     def __repr__(self) -> str:
         return f"<ServerMetrics {sum(self.requests.values())} requests>"
@@ -221,7 +222,9 @@ def count_answered(conn: Connection, request: object):
     hist = m.durations.get(route)
     if hist is None:
         hist = m.durations[route] = Histogram(DURATION_BUCKETS)
-    hist.observe(0.0 if began is None else server.now - began)
+    duration = 0.0 if began is None else server.now - began
+    hist.observe(duration)
+    m.answer = (request, route, duration)  # for the access log, on the same answer
 
 
 def _route_of(app, request) -> str:

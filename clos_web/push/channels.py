@@ -743,7 +743,7 @@ class Channels:
                 outbox.clear()
             for ev, batches in batch:
                 for subscribers in batches:
-                    local.delivered += len(subscribers)
+                    local.delivered += len(subscribers) if isinstance(subscribers, list) else 1
                     try:
                         write(ev, subscribers)
                     except Exception:
