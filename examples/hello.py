@@ -95,6 +95,9 @@ def echo_message(ws: Echo, message: Text | Binary):
     ws.send(message)
 
 
+app.mount_metrics("/metrics")  # GET /metrics: Prometheus text (clos_web.ops.metrics)
+
+
 def main(argv=None):
     """Serve this app: ``--port --host --heartbeat`` and the flags of ``python -m clos_web``
     (``--workers N --redis URL --pid-file PATH --log-level``), which mean the same here."""

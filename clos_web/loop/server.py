@@ -253,6 +253,17 @@ def shutdown(protocol, conn):
 
 
 @generic
+def serving(server):
+    """``server``'s loop is about to run, on its own thread (``current_loop()`` is it): a
+    method may start what watches it (:mod:`clos_web.ops.metrics` starts its probes here)."""
+
+
+@serving.dispatch
+def serving_nothing(server: object):
+    return None
+
+
+@generic
 def refuse_connection(server, sock):
     """A connection over its client's cap (``Limits.max_connections_per_client``): say so
     (HTTP answers a short 503), then it is closed."""
@@ -325,6 +336,9 @@ class Loop:
     _accept_retry: bool = False
     _ident: int | None = None
     _clients: dict = attrs.field(factory=dict)  # host -> open connections (per-client cap)
+    # counted as they happen, read by clos_web.ops.metrics: an integer add each
+    bytes_sent: int = 0              # every byte the kernel took from the output queues
+    slow_consumers_closed: int = 0   # streams closed by the slow-consumer policy
 
     def __repr__(self) -> str:
         return (f"<{type(self).__name__} {self.host}:{self.port} conns={len(self.conns)}"
@@ -389,6 +403,10 @@ class Loop:
             _freeze_gc()
             self.add_sweeper(_GcSweeper(self.gc_full_every))
         restore = self._catch_signals(stop_timeout) if stop_on_signals else {}
+        try:
+            serving(self)
+        except Exception:
+            log.exception("serving failed")
         try:
             self._run()
         finally:
@@ -724,6 +742,7 @@ class Loop:
         except OSError:
             self.close(conn)
             return False
+        self.bytes_sent += sent
         if sent != len(data):
             rest = memoryview(data)[sent:]
             conn.out.append(rest)
@@ -735,6 +754,7 @@ class Loop:
         """:meth:`push` the same ``data`` to every connection of ``conns``, in one loop: the
         fan-out of one message (one ``send`` per idle connection)."""
         size = len(data)
+        total = 0
         for conn in conns:
             if conn.out or conn.state is not OPEN or conn.close_after:
                 self._push_queued(conn, data)
@@ -746,17 +766,20 @@ class Loop:
             except OSError:
                 self.close(conn)
                 continue
+            total += sent
             if sent != size:
                 rest = memoryview(data)[sent:]
                 conn.out.append(rest)
                 conn.out_bytes += len(rest)
                 self._update_interest(conn)
+        self.bytes_sent += total
 
     def _push_queued(self, conn: Connection, data) -> bool:
         if conn.state is not OPEN or conn.close_after:
             return False
         if conn.out_bytes + len(data) > self.limits.output_cap:
             log.info("closing slow consumer %s (%d bytes queued)", conn.addr, conn.out_bytes)
+            self.slow_consumers_closed += 1
             self.close(conn)
             return False
         conn.out.append(data)
@@ -779,6 +802,7 @@ class Loop:
             try:
                 if first.__class__ is FileSegment:
                     sent = first.send(sock)
+                    self.bytes_sent += sent
                     conn.out_bytes -= sent
                     if first.count == 0:
                         first.close()
@@ -798,6 +822,7 @@ class Loop:
             except (ConnectionError, OSError):
                 self.close(conn)
                 return
+            self.bytes_sent += sent
             if sent == conn.out_bytes:  # the whole queue went (the common case)
                 conn.out_bytes = 0
                 out.clear()
@@ -995,6 +1020,7 @@ def output_drained_nothing(protocol: object, conn: Connection):
 __all__ = [
     "Loop", "Listener", "Connection", "Waker", "FileSegment", "Link", "Reading",
     "process_ready", "buffer_input", "connection_made", "data_received", "output_drained",
-    "deadline_passed", "connection_lost", "shutdown", "refuse_connection", "raise_fd_limit",
+    "deadline_passed", "connection_lost", "shutdown", "refuse_connection", "serving",
+    "raise_fd_limit",
     "EVENT_READ", "EVENT_WRITE",
 ]

@@ -175,9 +175,11 @@ class Batch(list):
     """The fan-out's unit: subscribers of one transport on one loop, for one ``write`` call
     (``write(event, batch)``: the event is encoded once, and the transport's method sends the
     same bytes to each). A transport's subscription class names its batch class
-    (``Subscription.batch``); a batch holds the connections (or, for long-polls, the waiters)."""
+    (``Subscription.batch``); a batch holds the connections (or, for long-polls, the waiters).
+    ``transport`` names the transport in metrics (``sse``, ``poll``, ``websocket``)."""
 
     __slots__ = ()
+    transport = "sse"
 
     @classmethod
     def of(cls, members: dict) -> "Batch":
@@ -213,6 +215,7 @@ class PollBatch(Batch):
     """Long-polls waiting for their next event (the waiters themselves)."""
 
     __slots__ = ()
+    transport = "poll"
 
     @classmethod
     def of(cls, members: dict) -> "PollBatch":
@@ -263,6 +266,7 @@ class Channel:
     subs: dict = attrs.field(factory=dict)  # Server -> _Subs
     bytes: int = 0
     last_time: float = 0.0  # when the last event was published (monotonic), for idle streams
+    events_total: int = 0   # events published on it (here, or carried by the broker)
 
     def __repr__(self) -> str:
         return (f"<Channel {self.name[:60]!r} history={len(self.history)} ({self.bytes} bytes) "
@@ -275,6 +279,7 @@ class _Local:
 
     outbox: deque = attrs.field(factory=deque)
     scheduled: bool = False
+    delivered: int = 0  # events written to subscribers on that server (one per subscriber)
 
 
 def _epoch() -> str:
@@ -335,6 +340,10 @@ class Channels:
     _order: deque = attrs.field(factory=deque, repr=False)
     _kept: int = 0   # how many events the histories hold
     _bytes: int = 0  # what the histories and the channels cost (used_bytes)
+    published: int = 0  # events published through this registry (metrics)
+
+    def __attrs_post_init__(self):
+        _registries.add(self)
 
     def __repr__(self) -> str:
         return (f"<Channels {len(self._channels)} channels, {self._bytes} bytes of history, "
@@ -645,6 +654,7 @@ class Channels:
     def _publish(self, name: str, message):
         """The work of ``publish``: encode once, then the broker stores and carries it."""
         etype, data = encode_event(message)
+        self.published += 1
         return broker_publish(self.backplane(), self, name, etype, data)
 
     def _publish_local(self, name: str, etype: str | None, data: str) -> str:
@@ -663,6 +673,7 @@ class Channels:
             ev = Event(eid, seq, name, etype, data, now, raw, chunk, _event_size(raw, chunk, data))
             ch.last_id = eid
             ch.last_time = now
+            ch.events_total += 1
             history = ch.history
             if self.history > 0:
                 self._keep(ch, ev)
@@ -713,6 +724,7 @@ class Channels:
                 return
             ch.last_id = ev.id
             ch.last_time = ev.time
+            ch.events_total += 1
             run_now = self._fan_out(ch, ev) if ch.subs else None
         if run_now is not None:
             self._drain(*run_now)
@@ -731,6 +743,7 @@ class Channels:
                 outbox.clear()
             for ev, batches in batch:
                 for subscribers in batches:
+                    local.delivered += len(subscribers) if isinstance(subscribers, list) else 1
                     try:
                         write(ev, subscribers)
                     except Exception:
@@ -833,6 +846,40 @@ class Channels:
             except Exception:
                 log.exception("heartbeat to %s failed", type(subscribers).__name__)
 
+    # -- metrics -----------------------------------------------------------------------------
+
+    def server_stats(self, server, top: int = 10):
+        """What this registry serves on ``server`` (for :mod:`clos_web.ops.metrics`), or
+        ``None`` when nothing of it ever reached that server: ``{"subscribers": {transport:
+        n}, "channels": n, "delivered": n, "published": n, "top": [(subscribers, name,
+        events_total), ...]}`` (the ``top`` channels with the most subscribers there). It
+        walks the channels once (O(channels)): for a scrape or a dashboard, not per request.
+
+        >>> Channels().server_stats(object()) is None
+        True
+        """
+        local = self._locals.get(server)
+        if local is None:
+            return None
+        subscribers, ranked = {}, []
+        with self._lock:
+            for ch in self._channels.values():
+                subs = ch.subs.get(server)
+                if subs is None:
+                    continue
+                n = 0
+                for kind, members in subs.batches.items():
+                    if members:
+                        subscribers[kind.transport] = subscribers.get(kind.transport, 0) + len(
+                            members)
+                        n += len(members)
+                if n:
+                    ranked.append((n, ch.name, ch.events_total))
+            count = len(self._channels)
+        ranked.sort(key=lambda r: -r[0])
+        return {"subscribers": subscribers, "channels": count, "delivered": local.delivered,
+                "published": self.published, "top": ranked[:top]}
+
     # -- ending streams ----------------------------------------------------------------------
 
     def disconnect(self, name: str | None = None) -> int:
@@ -865,6 +912,15 @@ HEARTBEAT = Heartbeat()
 
 _HEARTBEAT = sse.HEARTBEAT  # a comment line and no blank line: no client sees an event
 _HEARTBEAT_CHUNK = sse.chunk(_HEARTBEAT)
+
+_registries = weakref.WeakSet()  # every Channels alive (metrics find a server's registries)
+
+
+def registries() -> list:
+    """Every :class:`Channels` registry alive in this process (metrics ask each for its
+    ``server_stats``)."""
+    return list(_registries)
+
 
 channels = Channels()
 """The default registry, used by ``publish("name", ...)`` and by streams not given one."""

@@ -160,6 +160,16 @@ class App:
         self.router.mount(prefix, app)
         return app
 
+    def mount_metrics(self, path: str = "/metrics") -> None:
+        """Serve this app's server's metrics at ``GET path``, in the Prometheus text format
+        (see :mod:`clos_web.ops.metrics`); off unless mounted.
+
+        >>> App().mount_metrics("/metrics")
+        """
+        from ..ops.metrics import metrics_handler
+
+        self.get(path)(metrics_handler)
+
     def use(self, middleware: Callable) -> None:
         """Add ``middleware(request, call_next)``; the first added is the outermost."""
         self.middleware.append(middleware)

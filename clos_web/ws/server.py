@@ -526,6 +526,7 @@ class WSBatch(Batch):
     for all."""
 
     __slots__ = ()
+    transport = "websocket"
 
 
 class WSDeflateBatch(Batch):
@@ -534,6 +535,7 @@ class WSDeflateBatch(Batch):
     all with the same window size."""
 
     __slots__ = ()
+    transport = "websocket"
 
 
 class WSVectorBatch(Batch):
@@ -541,6 +543,7 @@ class WSVectorBatch(Batch):
     (Redis): each gets the event with its own id (its position in every channel it reads)."""
 
     __slots__ = ()
+    transport = "websocket"
 
     @classmethod
     def of(cls, members: dict) -> "WSVectorBatch":
