@@ -92,7 +92,7 @@
     }));
   }
 
-  function draw(id, keys) {
+  function draw(id, keys, colors = COLORS) {
     const canvas = $(id);
     const ratio = window.devicePixelRatio || 1;
     const w = canvas.clientWidth, h = canvas.clientHeight;
@@ -108,8 +108,10 @@
     let top = 0;
     for (const p of points) for (const k of keys) top = Math.max(top, p[k]);
     top = top > 0 ? top * 1.15 : 1;
+    // the x axis spans what there is (at least 10 s), up to the window: a fresh page fills
     const end = points[points.length - 1].t, left = 4, right = w - 4, pad = 14;
-    const x = (t) => right - (end - t) / WINDOW * (right - left);
+    const span = Math.min(WINDOW, Math.max(10, end - points[0].t));
+    const x = (t) => right - (end - t) / span * (right - left);
     const y = (v) => h - 4 - v / top * (h - 4 - pad);
     g.strokeStyle = "#263241";
     g.lineWidth = 1;
@@ -120,8 +122,10 @@
     g.fillStyle = "#7b8794";
     g.font = "11px system-ui, sans-serif";
     g.fillText("max " + fmtRate(top / 1.15), left, 11);
+    const label = "last " + (span >= 120 ? Math.round(span / 60) + " min" : Math.round(span) + " s");
+    g.fillText(label, right - g.measureText(label).width, 11);
     keys.forEach((k, i) => {
-      g.strokeStyle = COLORS[i];
+      g.strokeStyle = colors[i];
       g.lineWidth = 1.5;
       g.beginPath();
       points.forEach((p, j) => (j ? g.lineTo(x(p.t), y(p[k])) : g.moveTo(x(p.t), y(p[k]))));
@@ -133,7 +137,7 @@
     draw("chart-rps", ["rps"]);
     draw("chart-eps", ["pub", "del"]);
     draw("chart-latency", ["p50", "p99"]);
-    draw("chart-lag", ["lag99", "lagMax"]);
+    draw("chart-lag", ["lag99", "lagMax"], [COLORS[1], COLORS[2]]);
     draw("chart-connections", ["open", "streams", "ws"]);
     draw("chart-rss", ["rss"]);
   }
