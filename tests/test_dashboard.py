@@ -85,6 +85,7 @@ def read_snapshots(url: str, n: int, timeout: float = 8.0, **kw) -> list:
         with connect_sse(client, "GET", url, **kw) as source:
             assert source.response.status_code == 200
             assert source.response.headers["content-type"].startswith("text/event-stream")
+            assert source.response.headers.get_list("cache-control") == ["no-cache"]
             for sse in source.iter_sse():
                 if sse.event == "message":
                     out.append(json.loads(sse.data))

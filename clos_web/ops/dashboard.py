@@ -205,8 +205,7 @@ class Dashboard:
             importlib.import_module(METRICS_MODULE).snapshot
         except (ImportError, AttributeError):
             raise HTTPError(503, f"the dashboard needs {METRICS_MODULE}") from None
-        return EventStream([self.channel_for(server)], registry=self.registry,
-                           headers=[("Cache-Control", "no-store")])
+        return EventStream([self.channel_for(server)], registry=self.registry)
 
 
 @attrs.define(slots=True, eq=False)
