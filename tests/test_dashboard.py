@@ -179,8 +179,9 @@ def test_the_token_is_compared_in_constant_time(monkeypatch):
 
 # -- the page and its files -----------------------------------------------------------------
 
-EXTERNAL = re.compile(rb"""(?:https?:|wss?:|ftp:)?//[a-z0-9.-]+\.[a-z]{2,}|@import|url\(\s*['"]?(?:https?:)?//""",
-                      re.I)
+EXTERNAL = re.compile(  # a URL with a host (absolute or scheme-relative), or a CSS import
+    rb"""(?:https?:|wss?:|ftp:)?//[a-z0-9.-]+\.[a-z]{2,}|@import|url\(\s*['"]?(?:https?:)?//""",
+    re.I)
 
 
 def test_the_page_and_its_files_are_served_with_their_types_and_nothing_external(

@@ -4,7 +4,8 @@
 
 (function () {
   const WINDOW = 300;            // seconds kept and drawn (5 minutes, a point a second)
-  const points = [];             // {t, rps, pub, del, p50, p99, lag99, lagMax, open, streams, ws, rss}
+  // one point a second: {t, rps, pub, del, p50, p99, lag99, lagMax, open, streams, ws, rss}
+  const points = [];
   let previous = null;           // the last snapshot, for rates
   const COLORS = ["#4fc3f7", "#ffb74d", "#e57373"];
 
@@ -45,7 +46,9 @@
       };
       const before = new Map(previous.top_channels.map((c) => [c.name, c.events_total]));
       for (const c of s.top_channels) {
-        if (before.has(c.name)) channelRates.push([c.name, rate(c.events_total, before.get(c.name), dt)]);
+        if (before.has(c.name)) {
+          channelRates.push([c.name, rate(c.events_total, before.get(c.name), dt)]);
+        }
       }
     }
     previous = s;
@@ -55,19 +58,22 @@
                  open: c.open, streams: c.streams, ws: c.websocket, rss: s.rss_bytes / 1048576});
     while (points.length && points[0].t < s.time - WINDOW) points.shift();
 
-    text("who", "pid " + s.pid + (s.worker === null || s.worker === undefined ? "" : " · worker " + s.worker)
+    const worker = s.worker === null || s.worker === undefined ? "" : " · worker " + s.worker;
+    text("who", "pid " + s.pid + worker
          + " · " + new Date(s.time * 1000).toLocaleTimeString());
     text("connections", String(c.open));
     text("connections-detail", c.streams + " streams · " + c.websocket + " websocket");
     text("rps", fmtRate(r.rps));
     text("requests-total", s.requests_total.toLocaleString() + " in all");
     text("eps", fmtRate(r.pub));
-    text("events-detail", fmtRate(r.del) + " delivered/s · " + s.slow_consumers_closed_total + " slow closed");
+    text("events-detail", fmtRate(r.del) + " delivered/s · "
+         + s.slow_consumers_closed_total + " slow closed");
     text("latency", fmtSeconds(lat.p50) + " / " + fmtSeconds(lat.p99));
     text("lag", fmtSeconds(lag.p99));
     text("lag-detail", "p50 " + fmtSeconds(lag.p50) + " · max " + fmtSeconds(lag.max));
     text("rss", fmtBytes(s.rss_bytes));
-    text("gc-detail", s.gc_pauses_total + " gc pauses · " + fmtBytes(s.bytes_sent_total) + " sent");
+    text("gc-detail", s.gc_pauses_total + " gc pauses · "
+         + fmtBytes(s.bytes_sent_total) + " sent");
     const sub = s.subscribers;
     text("subscribers", s.channels + " channels · subscribers: " + sub.sse + " sse, " + sub.poll
          + " poll, " + sub.websocket + " websocket");
@@ -122,7 +128,8 @@
     g.fillStyle = "#7b8794";
     g.font = "11px system-ui, sans-serif";
     g.fillText("max " + fmtRate(top / 1.15), left, 11);
-    const label = "last " + (span >= 120 ? Math.round(span / 60) + " min" : Math.round(span) + " s");
+    const label = "last "
+      + (span >= 120 ? Math.round(span / 60) + " min" : Math.round(span) + " s");
     g.fillText(label, right - g.measureText(label).width, 11);
     keys.forEach((k, i) => {
       g.strokeStyle = colors[i];
