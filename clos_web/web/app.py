@@ -170,6 +170,21 @@ class App:
 
         self.get(path)(metrics_handler)
 
+    def mount_dashboard(self, prefix: str = "/_clos", token: str | None = None):
+        """Serve the live operations dashboard under ``prefix`` (off unless mounted): a page
+        of connections, requests/s, events/s, latency, loop lag, top channels and memory,
+        pushed once a second over SSE while someone watches. With ``token``, every path under
+        the prefix answers 403 unless the request carries it (``?token=`` or the cookie the
+        page sets). Returns the :class:`~clos_web.ops.dashboard.Dashboard`.
+
+        >>> app = App()
+        >>> app.mount_dashboard("/_clos", token="s3cret")
+        <Dashboard /_clos token=yes, 0 watching>
+        """
+        from ..ops.dashboard import mount_dashboard
+
+        return mount_dashboard(self, prefix, token)
+
     def use(self, middleware: Callable) -> None:
         """Add ``middleware(request, call_next)``; the first added is the outermost."""
         self.middleware.append(middleware)
