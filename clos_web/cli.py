@@ -588,7 +588,7 @@ class Supervisor:
             pid = os.fork()
             if pid == 0:
                 os.close(ready_r)
-                os._exit(self._worker(mask, ready_w))
+                os._exit(self._worker(mask, ready_w, slot))
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         os.close(ready_w)
@@ -598,9 +598,11 @@ class Supervisor:
         log.info("worker %d started (pid %d)", slot, pid)
         return pid
 
-    def _worker(self, mask, ready_fd: int) -> int:
-        """The child's side: serve until stopped; the exit status (never returns otherwise)."""
+    def _worker(self, mask, ready_fd: int, slot: int = 0) -> int:
+        """The child's side: serve until stopped; the exit status (never returns otherwise).
+        ``CLOS_WEB_WORKER`` tells the worker its slot (metrics label their series with it)."""
         status = EXIT_FAILED
+        os.environ["CLOS_WEB_WORKER"] = str(slot)
         try:
             signal.set_wakeup_fd(-1)
             for s in _SUPERVISOR_SIGNALS:

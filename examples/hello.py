@@ -1,6 +1,7 @@
 """The contract app: /plaintext, /json, POST /echo, and push: GET /sub/CHANNEL (SSE),
 POST /pub/CHANNEL, GET /poll/CHANNEL (long-poll), GET /ws/CHANNEL (WebSocket subscriber) and
-GET /ws-echo (WebSocket echo). The WebSocket routes take any Origin: what they serve is as
+GET /ws-echo (WebSocket echo), GET /metrics (Prometheus) and GET /_clos/ (the live dashboard).
+The WebSocket routes take any Origin: what they serve is as
 public as /sub/CHANNEL (an app's own routes default to its own origin).
 
 Run: .venv/bin/python examples/hello.py --port 8000 [--workers N --redis URL]
@@ -96,6 +97,7 @@ def echo_message(ws: Echo, message: Text | Binary):
 
 
 app.mount_metrics("/metrics")  # GET /metrics: Prometheus text (clos_web.ops.metrics)
+app.mount_dashboard("/_clos")  # GET /_clos/: the live dashboard (no token: try it at once)
 
 
 def main(argv=None):

@@ -14,6 +14,8 @@ import re
 from typing import Callable
 from urllib.parse import parse_qs
 
+from typing import Any
+
 import attrs
 
 from ..clos import generic
@@ -72,6 +74,7 @@ class Request:
     expect_continue: bool = False
     content_length: int | None = None
     chunked: bool = False
+    route: Any = None  # the route that answers it, once the app has found it (metrics, logs)
 
     def header(self, name: str, default: str | None = None) -> str | None:
         """The value of field ``name`` (case-insensitive), or ``default``."""

@@ -21,16 +21,14 @@ only; the text format is a page of code and the tests read it with ``prometheus_
 parser.
 
 **Workers** (``--workers N``): each worker serves its own figures, labelled with
-``worker="N"`` (its slot, from the environment variable ``CLOS_WEB_WORKER`` the supervisor
-sets). Why not the supervisor serving a sum: the workers share one port (``SO_REUSEPORT``),
-so a scrape reaches whichever worker the kernel picks, and a sum would need the supervisor on
-the request path or a channel from every worker. Per-worker series with a ``worker`` label
-keep every worker's counters monotonic (a sum would drop when a worker restarts) and let
-``sum by (...) (rate(...))`` aggregate in Prometheus. The catch, and what to do: a scrape
-through the shared port sees one worker at a time, so scrape each worker (``python -m
-clos_web --workers N`` binds them all to one port: run the workers on their own ports for
-scraping, or scrape through the dashboard's aggregation), or accept that each scrape samples
-one worker (rates stay right per worker series; gauges show the worker last seen).
+``worker="N"`` (its slot: the supervisor sets ``CLOS_WEB_WORKER`` in each worker). Not the
+supervisor serving a sum: the workers share one port (``SO_REUSEPORT``), so a sum would put
+the supervisor on the request path or need a channel from every worker to it, and a sum
+drops when a worker restarts (a counter must never go down). Per-worker series stay monotonic
+and ``sum by (...) (rate(...))`` aggregates them in Prometheus. The limit, stated plainly: a
+scrape through the shared port reaches the worker the kernel picks, so each scrape samples one
+worker; its counters' rates stay right per series, and every worker is seen over a few
+scrapes. A per-worker metrics port is not built yet.
 
 >>> text = render(None)
 >>> "# TYPE clos_web_gc_pause_seconds histogram" in text
@@ -218,31 +216,25 @@ def count_answered(conn: Connection, request: object):
     requests[key] = requests.get(key, 0) + 1
     since = server.deferred_since
     began = since.pop(conn, None) if since else None
-    route = _route_of(server.app, request)
+    found = request.route
+    route = found.path if found is not None else _UNMATCHED
     hist = m.durations.get(route)
     if hist is None:
         hist = m.durations[route] = Histogram(DURATION_BUCKETS)
-    duration = 0.0 if began is None else server.now - began
-    hist.observe(duration)
+    if began is None:  # answered in the turn that read it: 0 s, the first bucket
+        hist.counts[0] += 1
+        duration = 0.0
+    else:
+        duration = server.now - began
+        hist.observe(duration)
     m.answer = (request, route, duration)  # for the access log, on the same answer
 
 
 def _route_of(app, request) -> str:
-    """The template of the route that answered ``request`` (``(unmatched)`` if none): from
-    the router's table of literal paths (two dict lookups), else the trie."""
-    router = getattr(app, "router", None)
-    if router is None:
-        return _UNMATCHED
-    methods = router.exact.get(request.path)
-    if methods is not None:
-        route = methods.get(request.method) or methods.get("GET")
-        if route is not None:
-            return route.path
-    try:
-        return router.lookup(request.method if request.method != "HEAD" else "GET",
-                             request.path).route.path
-    except Exception:
-        return _UNMATCHED
+    """The template of the route that answered ``request`` (``(unmatched)`` if none): the
+    app records the route it found on the request (``request.route``)."""
+    found = getattr(request, "route", None)
+    return found.path if found is not None else _UNMATCHED
 
 
 # --------------------------------------------------------------------------------------------

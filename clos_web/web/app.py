@@ -249,6 +249,7 @@ class App:
                 return _chain(self.middleware, lambda r: answer)(request)
             return _chain(self.middleware, _raiser(err))(request)
         route, values = match.route, match.values
+        request.route = route
         layers = self.middleware
         for mounted in match.mounts:
             if mounted.middleware:
@@ -294,6 +295,7 @@ def respond_app(app: App, request: object, conn):
         if methods is not None:
             route = methods.get(request.method)
             if route is not None and not route.blocking and route.guard is None:
+                request.route = route
                 return route.invoke(request, conn, ())
     return app._handle(request, conn)
 
