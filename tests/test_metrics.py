@@ -220,3 +220,17 @@ def test_access_log_one_json_line_per_request_off_by_default(serve):
         logger.removeHandler(handler)
     get(server, "/plaintext")
     assert len(handler.lines) == 3  # disabled: nothing more
+
+
+def test_the_access_log_on_and_off_leaves_the_metrics_counting(serve):
+    """Both are after methods on ``answered``: a second method with the same specialisers
+    would replace the first (CLOS), and removing it would silence the metrics."""
+    from clos_web.ops import accesslog
+
+    server = serve(load_example("hello").app)
+    accesslog.enable(fmt="text")
+    accesslog.disable()
+    for _ in range(3):
+        assert get(server, "/plaintext")[0] == 200
+    wait_for(lambda: value(scrape(server), "clos_web_requests_total", method="GET",
+                           status="200") >= 3)

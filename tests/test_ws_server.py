@@ -420,7 +420,7 @@ def test_slow_consumer_of_a_channel_is_closed_others_unaffected(serve):
         ws.subscribe("flood", registry=registry)
         return ws
 
-    server = serve(app, output_cap=64 * 1024)
+    server = serve(app, output_cap=256 * 1024)
     slow = connect(server)
     slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     slow.sendall(handshake(path=b"/c"))
@@ -431,6 +431,10 @@ def test_slow_consumer_of_a_channel_is_closed_others_unaffected(serve):
         received = 0
         for i in range(3000):  # 12 MB: more than the kernel's buffers hold for the slow one
             registry.publish("flood", payload)
+            if i % 16 == 15:  # the fast one keeps up (at most 64 KB behind, under its cap)
+                while received <= i:
+                    fast.recv(timeout=5)
+                    received += 1
         while received < 3000:
             fast.recv(timeout=5)
             received += 1

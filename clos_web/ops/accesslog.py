@@ -21,6 +21,7 @@ import json
 import logging
 import time
 
+from ..http.parser import Request
 from ..http.server import answered
 from ..loop.server import Connection
 from .metrics import _route_of, metrics_of
@@ -45,8 +46,11 @@ def disable() -> None:
         answered.remove_method(method)
 
 
-def log_answer(conn: Connection, request: object):
-    """The ``after`` method on ``answered`` that :func:`enable` adds."""
+def log_answer(conn: Connection, request: Request):
+    """The ``after`` method on ``answered`` that :func:`enable` adds. It is specialised on
+    ``Request``, more specific than the metrics' method on ``(Connection, object)``: a method
+    with the same specialisers would *replace* that one (as in CLOS), and after methods run
+    most specific last, so the metrics have recorded this answer when it runs."""
     server = conn.server
     m = metrics_of(server)
     last, route, duration = m.answer

@@ -855,7 +855,8 @@ class Channels:
         events_total), ...]}`` (the ``top`` channels with the most subscribers there). It
         walks the channels once (O(channels)): for a scrape or a dashboard, not per request.
 
-        >>> Channels().server_stats(object()) is None
+        >>> from clos_web import Server
+        >>> Channels().server_stats(Server(None)) is None
         True
         """
         local = self._locals.get(server)
