@@ -11,7 +11,8 @@ Load (all on 127.0.0.1, all bounded; sizes are options):
                     --subs subscribers over --channels channels, publishes --rate/s for up to
                     45 s, checks every event (loss, duplicates, order), and leaves
   WS subscribers    the same with sse_load --ws on GET /ws/CHANNEL (two more loops)
-  WS echo           sse_load --echo bursts (4 connections, 2 s, 64 B / 2 KiB / 64 KiB)
+  WS echo           sse_load --echo bursts every 30 s (4 connections, 2 s after 1 s of
+                    warm-up, as fast as echoed; 64 B / 2 KiB / 64 KiB messages)
   keep-alive HTTP   Python asyncio clients: GET /plaintext /json /add, HEAD, POST /echo,
                     some pipelined, every answer checked, connections renewed now and then
   long-polls        GET /poll/CHANNEL pollers joining, resuming and leaving; every event checked
@@ -544,25 +545,20 @@ class Soak:
     # -- sse_load loops
     async def loadgen_loop(self, name: str, mode: str, offset: float, period: float) -> None:
         k = 0
-        if not await self.pause(offset):
-            return
         while True:
             start = self.t0 + offset + k * period
             k += 1
-            wait = start - time.monotonic()
-            if wait > 0 and not await self.pause(wait):
-                return
-            rem = self.remaining()
+            if start >= self.deadline or (self.stopping.is_set() and self.remaining() > 0):
+                return      # the time is up, or the run was cut short (the server died)
+            # a run that starts before the deadline runs whole (the last minute is loaded as
+            # every other; the run ends up to a minute late)
+            await asyncio.sleep(max(0.0, start - time.monotonic()))
             if mode == "echo":
-                if rem < 6:
-                    return
                 size = (64, 2048, 65536)[k % 3]
                 args = ["--echo", "--conns", self.a.echo_conns, "--size", size,
                         "--duration", 2, "--warmup", 1, "--drain", 5, "--timeout", 30]
             else:
-                dur = int(min(45, rem - 12))
-                if dur < 5:
-                    return
+                dur = 45
                 args = ["--subs", self.a.subs, "--channels", self.a.channels,
                         "--prefix", f"soak-{name}-", "--rate", self.a.rate, "--duration", dur,
                         "--drain", 8, "--connect-timeout", 10, "--timeout", dur + 40]
@@ -666,8 +662,9 @@ class Soak:
         tasks += [asyncio.create_task(self.slow_reader(k)) for k in range(self.a.slow_readers)]
         tasks += [asyncio.create_task(self.stalled_reader(k)) for k in range(self.a.stalled)]
         loops = [("sse-a", "sse", 0), ("sse-b", "sse", 30), ("ws-a", "ws", 15), ("ws-b", "ws", 45)]
-        tasks += [asyncio.create_task(self.loadgen_loop(n, m, o, 60.0)) for n, m, o in loops]
-        tasks.append(asyncio.create_task(self.loadgen_loop("echo", "echo", 5, 15.0)))
+        tasks += [asyncio.create_task(self.loadgen_loop(n, m, o, 60.0), name=n)
+                  for n, m, o in loops]
+        tasks.append(asyncio.create_task(self.loadgen_loop("echo", "echo", 5, 30.0), name="echo"))
         try:
             while self.remaining() > 0 and server.alive():
                 await asyncio.sleep(min(1.0, max(0.05, self.remaining())))
@@ -675,12 +672,12 @@ class Soak:
                 self.error("server", f"died (exit {server.proc.returncode}): {server.tail(5)}")
             log("time is up: stopping the load (readers catch up with the last events)")
             self.stopping.set()
-            done, pending = await asyncio.wait(tasks, timeout=90)
+            done, pending = await asyncio.wait(tasks, timeout=150)
             for t in done:
                 if not t.cancelled() and t.exception() is not None:
                     self.error("harness", f"{t.get_name()}: {t.exception()!r}")
             for t in pending:
-                log(f"still running after 90 s, cancelled: {t.get_name()}")
+                log(f"still running after 150 s, cancelled: {t.get_name()}")
                 t.cancel()
         finally:
             for p in list(self.procs):
@@ -740,19 +737,29 @@ def loadgen_problems(mode: str, res: dict) -> list[str]:
     return [f"{k}={v}" for k, v in bad.items() if v]
 
 
+# other families of GET /metrics kept per scrape (summed over their label sets)
+KEPT_METRICS = ("clos_web_connections", "clos_web_subscribers", "clos_web_channels",
+                "clos_web_events_delivered_total", "clos_web_slow_consumers_closed_total",
+                "clos_web_requests_total")
+
+
 def parse_lag(text: str) -> dict | None:
     """``clos_web_loop_lag_seconds`` from Prometheus text: a histogram's buckets (summed over
-    label sets), sum and count; or a gauge's value."""
+    label sets), sum and count; or a gauge's value. Also the KEPT_METRICS, under "kept"."""
     buckets: dict[float, float] = {}
-    out = {"sum": 0.0, "count": 0.0}
+    out = {"sum": 0.0, "count": 0.0, "kept": {}}
     found = False
     for line in text.splitlines():
-        if not line.startswith("clos_web_loop_lag_seconds"):
+        if not line.startswith("clos_web_"):
             continue
         name, _, rest = line.partition("{") if "{" in line.split(" ")[0] else (line.split(" ")[0], "", "")
         try:
             value = float(line.rsplit(" ", 1)[1] if rest == "" else rest.rsplit("}", 1)[1].split()[0])
         except (ValueError, IndexError):
+            continue
+        if name in KEPT_METRICS:
+            out["kept"][name] = out["kept"].get(name, 0.0) + value
+        if not name.startswith("clos_web_loop_lag_seconds"):
             continue
         found = True
         if name == "clos_web_loop_lag_seconds_bucket":
@@ -794,6 +801,10 @@ def minute_rows(samples: list[dict], scrapes: list[dict], upto: int) -> list[dic
                "samples": len(ss)}
         prev_cpu = ss[-1]
         sc = [x for x in scrapes if 60 * (m - 1) <= x["t"] <= 60 * m]
+        if sc:
+            kept = sc[-1].get("kept", {})
+            row["metrics"] = {k: kept[k] - sc[0]["kept"].get(k, 0.0) if k.endswith("_total")
+                              else kept[k] for k in kept}
         if len(sc) >= 2 and "gauge" not in sc[-1]:
             a, b = sc[0], sc[-1]
             dn = b["count"] - a["count"]
