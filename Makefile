@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PORT ?= 8080
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo hello bench clean
+.PHONY: install test demo hello bench soak clean
 
 install: $(STAMP)
 
@@ -34,6 +34,10 @@ hello: install
 
 bench: install
 	bash bench/run.sh $(ARGS)
+
+# 30 minutes of mixed load against one examples/hello.py (bench/README.md, "Soak"); not a test.
+soak: install
+	bash bench/setup.sh && bench/.venv/bin/python bench/soak.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
