@@ -79,6 +79,7 @@ class HTTPConnection:
     stream: Any = None         # what produces a streamed answer (push: a Subscription)
     status: int = 0            # the status of the last head written (logs, metrics)
     response_started: bool = False
+    deferred_at: float | None = None  # server.now when an answer was left for later (metrics)
 
     def __attrs_post_init__(self):
         if self.buf is None:
@@ -142,6 +143,7 @@ class HTTPConnection:
         self.keep_alive = request.keep_alive and not self.draining
         self.deadline = INFINITY
         self.response_started = False
+        self.deferred_at = None
         return request
 
     def interim(self) -> bytes:

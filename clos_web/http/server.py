@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import traceback
-import weakref
 from typing import Any
 
 import attrs
@@ -117,9 +116,6 @@ class Server(Loop):
     port: int = 0
     limits: Limits = attrs.field(factory=Limits)
     debug: bool = False
-    # connection -> server.now when its handler answered later (DEFERRED, a long-poll): how
-    # long the answer took (clos_web.ops.metrics); a request answered at once is not noted
-    deferred_since: Any = attrs.field(factory=weakref.WeakKeyDictionary, repr=False)
 
     def _body_limit(self, request: Request) -> int:
         fn = getattr(self.app, "body_limit", None)
@@ -271,7 +267,7 @@ def process(http: HTTPConnection, conn: object):
             if http.response_started or conn.out_bytes > queued:
                 answered(conn, request)
             else:
-                server.deferred_since[conn] = server.now
+                http.deferred_at = server.now  # answered later: metrics time it
         if conn.out_bytes > limits.output_cap:
             break  # backpressure: go on when the client has read (output_drained)
     if conn.state is OPEN:

@@ -24,7 +24,7 @@ import time
 from ..http.parser import Request
 from ..http.server import answered
 from ..loop.server import Connection
-from .metrics import _route_of, metrics_of
+from .metrics import _route_of
 
 _state = {"method": None, "fmt": "json", "logger": None, "offset": 0.0}
 
@@ -52,10 +52,9 @@ def log_answer(conn: Connection, request: Request):
     with the same specialisers would *replace* that one (as in CLOS), and after methods run
     most specific last, so the metrics have recorded this answer when it runs."""
     server = conn.server
-    m = metrics_of(server)
-    last, route, duration = m.answer
-    if last is not request:
-        route, duration = _route_of(server.app, request), 0.0
+    route = _route_of(server.app, request)
+    began = getattr(conn.protocol, "deferred_at", None)
+    duration = 0.0 if began is None else server.now - began
     addr = conn.addr
     record = {
         "time": round(server.now + _state["offset"], 6), "method": request.method[:16],

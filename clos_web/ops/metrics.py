@@ -142,16 +142,45 @@ class ServerMetrics:
     server: Any
     worker: int | None = None
     started: float = attrs.field(factory=time.time)
-    requests: dict = attrs.field(factory=dict)    # (method, status) -> count
-    durations: dict = attrs.field(factory=dict)   # route template -> Histogram
+    # every answer, counted once: (route or None, method label, status) -> count (one dict
+    # update per request; routes, method labels and statuses are bounded sets)
+    answers: dict = attrs.field(factory=dict)
+    later: dict = attrs.field(factory=dict)       # route template -> Histogram, deferred only
     lag: Histogram = attrs.field(factory=lambda: Histogram(LAG_BUCKETS))
     lag_max: float = 0.0
     watchdog: Any = None
     probing: bool = False
-    answer: tuple = (None, "", 0.0)  # (request, route, duration) of the last one answered
 
     def __repr__(self) -> str:
-        return f"<ServerMetrics {sum(self.requests.values())} requests>"
+        return f"<ServerMetrics {sum(self.answers.values())} requests>"
+
+    @property
+    def requests(self) -> dict:
+        """``{(method, status): count}`` of the requests answered."""
+        out: dict = {}
+        for (_, method, status), n in list(self.answers.items()):
+            out[method, status] = out.get((method, status), 0) + n
+        return out
+
+    @property
+    def durations(self) -> dict:
+        """``{route template: Histogram}``: an answer written in the turn that read its
+        request counts 0 s (the first bucket), one answered later its measured time."""
+        per_route: dict = {}
+        for (route, _, _), n in list(self.answers.items()):
+            name = route.path if route is not None else _UNMATCHED
+            per_route[name] = per_route.get(name, 0) + n
+        out = {}
+        for name, n in per_route.items():
+            h = Histogram(DURATION_BUCKETS)
+            later = self.later.get(name)
+            if later is not None:
+                h.counts = list(later.counts)
+                h.sum = later.sum
+                n -= later.count
+            h.counts[0] += max(n, 0)
+            out[name] = h
+        return out
 
     # -- the loop-lag probe (loop thread) ----------------------------------------------------
 
@@ -205,29 +234,26 @@ def serving_metrics(server: Server):
 
 @answered.after
 def count_answered(conn: Connection, request: object):
-    server = conn.server
     try:
-        m = server._clos_metrics
+        m = conn.server._clos_metrics
     except AttributeError:
-        m = metrics_of(server)
+        m = metrics_of(conn.server)
+    http = conn.protocol
+    try:
+        status, began = http.status, http.deferred_at
+    except AttributeError:  # the connection speaks another protocol now (a WebSocket's 101)
+        return
     method = request.method
-    key = (method if method in _METHODS else "OTHER", conn.protocol.status)
-    requests = m.requests
-    requests[key] = requests.get(key, 0) + 1
-    since = server.deferred_since
-    began = since.pop(conn, None) if since else None
-    found = request.route
-    route = found.path if found is not None else _UNMATCHED
-    hist = m.durations.get(route)
-    if hist is None:
-        hist = m.durations[route] = Histogram(DURATION_BUCKETS)
-    if began is None:  # answered in the turn that read it: 0 s, the first bucket
-        hist.counts[0] += 1
-        duration = 0.0
-    else:
-        duration = server.now - began
-        hist.observe(duration)
-    m.answer = (request, route, duration)  # for the access log, on the same answer
+    key = (request.route, method if method in _METHODS else "OTHER", status)
+    answers = m.answers
+    answers[key] = answers.get(key, 0) + 1
+    if began is not None:  # answered later: its time (a same-turn answer counts 0 s)
+        route = request.route
+        name = route.path if route is not None else _UNMATCHED
+        hist = m.later.get(name)
+        if hist is None:
+            hist = m.later[name] = Histogram(DURATION_BUCKETS)
+        hist.observe(conn.server.now - began)
 
 
 def _route_of(app, request) -> str:
