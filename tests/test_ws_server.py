@@ -505,3 +505,20 @@ def test_resume_on_another_node_through_redis_nothing_lost_nothing_twice(redis_n
             ws.recv(timeout=0.3)
     assert sorted(missed) == ["h2", "t2", "t3"]
     assert missed.index("t2") < missed.index("t3")
+
+
+def test_a_blocking_websocket_handler_upgrades_without_errors(serve, caplog):
+    """A handler on the worker pool answers later (server.complete): the upgrade switches
+    the connection's protocol there too, and HTTP's bookkeeping stays out of it."""
+    app = App()
+
+    @app.websocket("/later", blocking=True)
+    def later():
+        return Echoing()
+
+    server = serve(app)
+    with caplog.at_level("ERROR"):
+        with ws_connect(url(server, "/later"), open_timeout=5) as ws:
+            ws.send("from the pool")
+            assert ws.recv(timeout=5) == "from the pool"
+    assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text

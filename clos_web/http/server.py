@@ -130,6 +130,8 @@ class Server(Loop):
         if conn.state is not OPEN or http.state is not BUSY or http.request is not request:
             return
         answer(conn, request, result)
+        if conn.protocol is not http:
+            return  # the answer switched protocols (a WebSocket's 101): HTTP is done here
         answered(conn, request)
         process(http, conn)
 
