@@ -241,44 +241,41 @@ def _clip(value) -> str:
     return f"{value[:32]!r}... ({len(value)} {'chars' if isinstance(value, str) else 'bytes'})"
 
 
+class _Payload:
+    """What the messages and control frames below share: a short repr of ``data``."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({_clip(self.data)})"
+
+
 @attrs.frozen(repr=False)
-class Text:
+class Text(_Payload):
     """A whole text message from the peer (its fragments joined, its UTF-8 checked)."""
 
     data: str
 
-    def __repr__(self) -> str:
-        return f"Text({_clip(self.data)})"
-
 
 @attrs.frozen(repr=False)
-class Binary:
+class Binary(_Payload):
     """A whole binary message from the peer."""
 
     data: bytes
 
-    def __repr__(self) -> str:
-        return f"Binary({_clip(self.data)})"
-
 
 @attrs.frozen(repr=False)
-class Ping:
+class Ping(_Payload):
     """A ping from the peer. Its pong is already queued (``data_to_send``)."""
 
     data: bytes
 
-    def __repr__(self) -> str:
-        return f"Ping({_clip(self.data)})"
-
 
 @attrs.frozen(repr=False)
-class Pong:
+class Pong(_Payload):
     """A pong from the peer (the answer to our ping, or unsolicited: a heartbeat)."""
 
     data: bytes
-
-    def __repr__(self) -> str:
-        return f"Pong({_clip(self.data)})"
 
 
 @attrs.frozen
@@ -809,7 +806,7 @@ class SharedMessage:
         :meth:`WebSocketProtocol.send_shared`)."""
         deflate = ws.deflate
         if deflate is None or len(self.payload) < deflate.min_size:
-            return self._plain_frame()
+            return self.plain_frame()
         bits = deflate.server_max_window_bits
         table = self._deflated
         if table is None:
@@ -820,11 +817,12 @@ class SharedMessage:
             if len(data) < len(self.payload):
                 frame = encode_frame(self.opcode, data, rsv1=True)
             else:
-                frame = self._plain_frame()
+                frame = self.plain_frame()
             table[bits] = frame
         return frame
 
-    def _plain_frame(self) -> bytes:
+    def plain_frame(self) -> bytes:
+        """The uncompressed frame (made once, then the same bytes object)."""
         plain = self._plain
         if plain is None:
             plain = self._plain = encode_frame(self.opcode, self.payload)

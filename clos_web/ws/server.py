@@ -64,12 +64,11 @@ from ..push.channels import (
 from .deflate import negotiate
 from .protocol import (
     Binary, Close, Opcode, Ping, Pong, SharedMessage, State, Text, WebSocketProtocol,
-    accept_key, check_handshake, encode_frame, parse_extensions, parse_subprotocols,
+    accept_key, check_handshake, parse_extensions, parse_subprotocols,
 )
 
 log = logging.getLogger("clos_web.ws")
 
-OP_TEXT, OP_BINARY = 1, 2
 DEFAULT_MAX_MESSAGE = 1024 * 1024
 
 
@@ -521,29 +520,34 @@ def shutdown_websocket(ws: WebSocket, conn: Connection):
 # Channels over WebSocket: a transport of the push layer
 
 
-class WSBatch(Batch):
-    """WebSocket subscribers without compression: each event one text frame, the same bytes
-    for all."""
+class WebSocketBatch(Batch):
+    """What the WebSocket transport's batches share: their name in metrics, and their
+    heartbeat (none: a socket pings by itself when quiet)."""
 
     __slots__ = ()
     transport = "websocket"
 
 
-class WSDeflateBatch(Batch):
+class WSBatch(WebSocketBatch):
+    """WebSocket subscribers without compression: each event one text frame, the same bytes
+    for all."""
+
+    __slots__ = ()
+
+
+class WSDeflateBatch(WebSocketBatch):
     """WebSocket subscribers that negotiated permessage-deflate: each event one compressed
     text frame (compressed once, standalone, so every client decodes it), the same bytes for
     all with the same window size."""
 
     __slots__ = ()
-    transport = "websocket"
 
 
-class WSVectorBatch(Batch):
+class WSVectorBatch(WebSocketBatch):
     """WebSocket subscribers of several channels of a broker with positions per channel
     (Redis): each gets the event with its own id (its position in every channel it reads)."""
 
     __slots__ = ()
-    transport = "websocket"
 
     @classmethod
     def of(cls, members: dict) -> "WSVectorBatch":
@@ -581,23 +585,17 @@ class WSVectorSubscription(VectorSubscription):
         if event.id:
             self.positions[event.channel] = event.id
         return json_bytes({"id": vector_id(self.positions), "event": event.event or "message",
-                      "data": event.data})
+                           "data": event.data})
 
 
-_last_plain: tuple = (None, b"")      # (event, its frame): swapped whole, so threads agree
-_last_shared: tuple = (None, None)    # (event, its SharedMessage)
+# (event, its SharedMessage) of the last event written: swapped whole, so threads agree
+_last_shared: tuple = (None, None)
 
 
 def event_frame(event: Event) -> bytes:
     """``event`` as one uncompressed text frame of JSON ``{"id", "event", "data"}``: built
-    once per event and shared by every subscriber it goes to."""
-    global _last_plain
-    last = _last_plain
-    if last[0] is event:
-        return last[1]
-    frame = encode_frame(OP_TEXT, event.json())
-    _last_plain = (event, frame)
-    return frame
+    once per event (by its :func:`event_message`) and shared by every subscriber."""
+    return event_message(event).plain_frame()
 
 
 def event_message(event: Event) -> SharedMessage:
@@ -654,17 +652,7 @@ def write_event_ws_vector_batch(event: Event, batch: WSVectorBatch):
 # ping_interval, and a dead peer is closed), so the channels' heartbeats send nothing more.
 
 @write.dispatch
-def write_heartbeat_ws_batch(beat: Heartbeat, batch: WSBatch):
-    return None
-
-
-@write.dispatch
-def write_heartbeat_ws_deflate_batch(beat: Heartbeat, batch: WSDeflateBatch):
-    return None
-
-
-@write.dispatch
-def write_heartbeat_ws_vector_batch(beat: Heartbeat, batch: WSVectorBatch):
+def write_heartbeat_ws_batch(beat: Heartbeat, batch: WebSocketBatch):
     return None
 
 
@@ -765,6 +753,6 @@ def websocket_route(fn, *, origins=None, subprotocols=None, max_message=None,
 __all__ = [
     "WebSocket", "Text", "Binary", "Ping", "Pong", "Close", "on_open", "receive", "on_close",
     "WSSubscription", "WSDeflateSubscription", "WSVectorSubscription", "WSBatch",
-    "WSDeflateBatch", "WSVectorBatch", "event_frame", "event_message",
+    "WSDeflateBatch", "WSVectorBatch", "WebSocketBatch", "event_frame", "event_message",
     "handshake_problem", "origin_allowed", "websocket_route",
 ]
