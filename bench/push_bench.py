@@ -285,6 +285,81 @@ def core_busy(before: dict, after: dict, cpu: str) -> float | None:
 # --------------------------------------------------------------------------------------------
 # one run
 
+def sample_idle_rss(rec: dict, srv, rss0: dict) -> None:
+    """Once every subscriber is up: let the server settle (buffers, GC), then record its RSS
+    (three samples, then the figure kept)."""
+    time.sleep(1.0)
+    samples = []
+    for _ in range(3):
+        samples.append(sum(srv.rss_kb().values()))
+        time.sleep(0.5)
+    rec["rss_before_kb"] = rss0
+    rec["rss_idle_kb"] = srv.rss_kb()
+    rec["rss_idle_samples_kb"] = samples
+
+
+def account_cpu(rec: dict, srv, start: tuple) -> None:
+    """The run's wall time, the server's and the load generator's CPU, each core's busy time
+    and what others used of it (``contended``), from ``start = (t0, server cpu, jiffies,
+    children's rusage)`` to now."""
+    t0, c0, j0, ru0 = start
+    t1, c1, j1 = time.monotonic(), srv.cpu_s(), cpu_jiffies()
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    wall = t1 - t0
+    rec["wall_s"] = round(wall, 3)
+    rec["server_cpu_pct"] = round(100 * (c1 - c0) / wall, 1) if wall > 0 else None
+    lg_cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
+    rec["loadgen_cpu_pct_whole_run"] = round(100 * lg_cpu / wall, 1) if wall > 0 else None
+    b0, b1 = core_busy(j0, j1, "cpu0"), core_busy(j0, j1, "cpu1")
+    rec["core0_busy_pct"] = round(100 * b0, 1) if b0 is not None else None
+    rec["core1_busy_pct"] = round(100 * b1, 1) if b1 is not None else None
+    if b0 is not None and b1 is not None and wall > 0:
+        other0 = b0 - (c1 - c0) / wall
+        other1 = b1 - lg_cpu / wall
+        rec["other_core0_pct"] = round(100 * other0, 1)
+        rec["other_core1_pct"] = round(100 * other1, 1)
+        rec["contended"] = other0 > FOREIGN_CPU_WARN or other1 > FOREIGN_CPU_WARN
+
+
+def read_load(rec: dict, lg, stderr_lines: list, out: str):
+    """The load generator's JSON result (also ``rec["load"]``), or None when unreadable."""
+    rec["loadgen_rc"] = lg.returncode
+    rec["loadgen_stderr"] = stderr_lines[-40:]
+    try:
+        res = json.loads(out)
+    except ValueError:
+        res = None
+        rec["status"] = "loadgen-output-unreadable"
+        rec["loadgen_stdout"] = out[-4000:]
+    rec["load"] = res
+    return res
+
+
+def finish_run(rec: dict, srv, res, scen: dict, rss0: dict) -> None:
+    """The idle RSS per subscriber, and whether the server outlived the run (loop body)."""
+    if res is not None and scen.get("idle") and "rss_idle_kb" in rec:
+        n = res.get("subs_ready") or 0
+        delta = sum(rec["rss_idle_kb"].values()) - sum(rss0.values())
+        rec["rss_delta_kb"] = delta
+        rec["rss_per_conn_kb"] = round(delta / n, 3) if n else None
+    rec["server_alive_after"] = srv.alive()
+    if not srv.alive():
+        rec["status"] = "server-died"
+        rec["server_exit"] = srv.proc.returncode
+
+
+def keep_server_log(rec: dict, text: str) -> None:
+    """The server log's lines that matter (warnings, errors, tracebacks; not the banner),
+    and its tail when the run failed without any."""
+    interesting = [ln for ln in text.splitlines()
+                   if any(k in ln for k in ("ERROR", "WARNING", "Traceback", "Error", "[alert]",
+                                            "[crit]", "[error]", "[emerg]", "[warn]"))]
+    rec["server_log_lines"] = interesting[:60]
+    rec["server_log_line_count"] = len(interesting)
+    if rec["status"] != "ok" and not interesting:
+        rec["server_log_tail"] = text.splitlines()[-30:]
+
+
 def run_once(name: str, scen_name: str, scen: dict, a: argparse.Namespace, rnd: int) -> dict:
     rec: dict = {"server": name, "scenario": scen_name, "round": rnd, "status": "ok"}
     srv = Server(name, a.repo, not a.no_pin)
@@ -304,8 +379,8 @@ def run_once(name: str, scen_name: str, scen: dict, a: argparse.Namespace, rnd: 
         if not a.no_pin:
             argv = ["taskset", "-c", "1"] + argv
         rec["loadgen_argv"] = argv
-        j0, c0, t0 = cpu_jiffies(), srv.cpu_s(), time.monotonic()
-        ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        start = (time.monotonic(), srv.cpu_s(), cpu_jiffies(),
+                 resource.getrusage(resource.RUSAGE_CHILDREN))
         lg = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               stdin=subprocess.DEVNULL)
         stderr_lines: list[str] = []
@@ -320,15 +395,7 @@ def run_once(name: str, scen_name: str, scen: dict, a: argparse.Namespace, rnd: 
         reader.start()
         if scen.get("idle"):
             if ready.wait(timeout=a.run_timeout):
-                time.sleep(1.0)  # let the server settle (buffers, GC)
-                samples = []
-                for _ in range(3):
-                    samples.append(sum(srv.rss_kb().values()))
-                    time.sleep(0.5)
-                rss1 = srv.rss_kb()
-                rec["rss_before_kb"] = rss0
-                rec["rss_idle_kb"] = rss1
-                rec["rss_idle_samples_kb"] = samples
+                sample_idle_rss(rec, srv, rss0)
         try:
             out, _ = lg.communicate(timeout=a.run_timeout + 30)
         except subprocess.TimeoutExpired:
@@ -336,50 +403,12 @@ def run_once(name: str, scen_name: str, scen: dict, a: argparse.Namespace, rnd: 
             out, _ = lg.communicate()
             rec["status"] = "loadgen-timeout"
         reader.join(timeout=2)
-        t1, c1, j1 = time.monotonic(), srv.cpu_s(), cpu_jiffies()
-        ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-        wall = t1 - t0
-        rec["wall_s"] = round(wall, 3)
-        rec["server_cpu_pct"] = round(100 * (c1 - c0) / wall, 1) if wall > 0 else None
-        lg_cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
-        rec["loadgen_cpu_pct_whole_run"] = round(100 * lg_cpu / wall, 1) if wall > 0 else None
-        b0, b1 = core_busy(j0, j1, "cpu0"), core_busy(j0, j1, "cpu1")
-        rec["core0_busy_pct"] = round(100 * b0, 1) if b0 is not None else None
-        rec["core1_busy_pct"] = round(100 * b1, 1) if b1 is not None else None
-        if b0 is not None and b1 is not None and wall > 0:
-            other0 = b0 - (c1 - c0) / wall
-            other1 = b1 - lg_cpu / wall
-            rec["other_core0_pct"] = round(100 * other0, 1)
-            rec["other_core1_pct"] = round(100 * other1, 1)
-            rec["contended"] = other0 > FOREIGN_CPU_WARN or other1 > FOREIGN_CPU_WARN
-        rec["loadgen_rc"] = lg.returncode
-        rec["loadgen_stderr"] = stderr_lines[-40:]
-        try:
-            res = json.loads(out)
-        except ValueError:
-            res = None
-            rec["status"] = "loadgen-output-unreadable"
-            rec["loadgen_stdout"] = out[-4000:]
-        rec["load"] = res
-        if res is not None and scen.get("idle") and "rss_idle_kb" in rec:
-            n = res.get("subs_ready") or 0
-            delta = sum(rec["rss_idle_kb"].values()) - sum(rss0.values())
-            rec["rss_delta_kb"] = delta
-            rec["rss_per_conn_kb"] = round(delta / n, 3) if n else None
-        rec["server_alive_after"] = srv.alive()
-        if not srv.alive():
-            rec["status"] = "server-died"
-            rec["server_exit"] = srv.proc.returncode
+        account_cpu(rec, srv, start)
+        res = read_load(rec, lg, stderr_lines, out)
+        finish_run(rec, srv, res, scen, rss0)
     finally:
         text = srv.stop()
-    # keep the log lines that matter (warnings, errors, tracebacks; not the banner)
-    interesting = [ln for ln in text.splitlines()
-                   if any(k in ln for k in ("ERROR", "WARNING", "Traceback", "Error", "[alert]",
-                                            "[crit]", "[error]", "[emerg]", "[warn]"))]
-    rec["server_log_lines"] = interesting[:60]
-    rec["server_log_line_count"] = len(interesting)
-    if rec["status"] != "ok" and not interesting:
-        rec["server_log_tail"] = text.splitlines()[-30:]
+    keep_server_log(rec, text)
     return rec
 
 

@@ -272,8 +272,8 @@ def run_once(name: str, scen_name: str, scen: dict, a: argparse.Namespace, rnd: 
         if not a.no_pin:
             argv = ["taskset", "-c", "1"] + argv
         rec["loadgen_argv"] = argv
-        j0, c0, t0 = pb.cpu_jiffies(), srv.cpu_s(), time.monotonic()
-        ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        start = (time.monotonic(), srv.cpu_s(), pb.cpu_jiffies(),
+                 resource.getrusage(resource.RUSAGE_CHILDREN))
         lg = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               stdin=subprocess.DEVNULL)
         stderr_lines: list[str] = []
@@ -297,14 +297,7 @@ def run_once(name: str, scen_name: str, scen: dict, a: argparse.Namespace, rnd: 
         for t in readers:
             t.start()
         if scen.get("idle") and ready.wait(timeout=a.run_timeout):
-            time.sleep(1.0)  # let the server settle (buffers, GC)
-            samples = []
-            for _ in range(3):
-                samples.append(sum(srv.rss_kb().values()))
-                time.sleep(0.5)
-            rec["rss_before_kb"] = rss0
-            rec["rss_idle_kb"] = srv.rss_kb()
-            rec["rss_idle_samples_kb"] = samples
+            pb.sample_idle_rss(rec, srv, rss0)
         try:
             lg.wait(timeout=a.run_timeout + 30)
         except subprocess.TimeoutExpired:
@@ -314,30 +307,8 @@ def run_once(name: str, scen_name: str, scen: dict, a: argparse.Namespace, rnd: 
         for t in readers:
             t.join(timeout=5)
         out = "".join(out_chunks)
-        t1, c1, j1 = time.monotonic(), srv.cpu_s(), pb.cpu_jiffies()
-        ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-        wall = t1 - t0
-        rec["wall_s"] = round(wall, 3)
-        rec["server_cpu_pct"] = round(100 * (c1 - c0) / wall, 1) if wall > 0 else None
-        lg_cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
-        rec["loadgen_cpu_pct_whole_run"] = round(100 * lg_cpu / wall, 1) if wall > 0 else None
-        b0, b1 = pb.core_busy(j0, j1, "cpu0"), pb.core_busy(j0, j1, "cpu1")
-        rec["core0_busy_pct"] = round(100 * b0, 1) if b0 is not None else None
-        rec["core1_busy_pct"] = round(100 * b1, 1) if b1 is not None else None
-        if b0 is not None and b1 is not None and wall > 0:
-            other0, other1 = b0 - (c1 - c0) / wall, b1 - lg_cpu / wall
-            rec["other_core0_pct"] = round(100 * other0, 1)
-            rec["other_core1_pct"] = round(100 * other1, 1)
-            rec["contended"] = other0 > pb.FOREIGN_CPU_WARN or other1 > pb.FOREIGN_CPU_WARN
-        rec["loadgen_rc"] = lg.returncode
-        rec["loadgen_stderr"] = stderr_lines[-40:]
-        try:
-            res = json.loads(out)
-        except ValueError:
-            res = None
-            rec["status"] = "loadgen-output-unreadable"
-            rec["loadgen_stdout"] = out[-4000:]
-        rec["load"] = res
+        pb.account_cpu(rec, srv, start)
+        res = pb.read_load(rec, lg, stderr_lines, out)
         if "start" in window and "end" in window:
             (ta, ca, ja), (tb, cb, jb) = window["start"], window["end"]
             if tb > ta:
@@ -349,24 +320,10 @@ def run_once(name: str, scen_name: str, scen: dict, a: argparse.Namespace, rnd: 
                     rec["contended"] = (rec["other_core0_pct"] / 100 > pb.FOREIGN_CPU_WARN
                                         or (rec.get("other_core1_pct") or 0) / 100
                                         > pb.FOREIGN_CPU_WARN)
-        if res is not None and scen.get("idle") and "rss_idle_kb" in rec:
-            n = res.get("subs_ready") or 0
-            delta = sum(rec["rss_idle_kb"].values()) - sum(rss0.values())
-            rec["rss_delta_kb"] = delta
-            rec["rss_per_conn_kb"] = round(delta / n, 3) if n else None
-        rec["server_alive_after"] = srv.alive()
-        if not srv.alive():
-            rec["status"] = "server-died"
-            rec["server_exit"] = srv.proc.returncode
+        pb.finish_run(rec, srv, res, scen, rss0)
     finally:
         text = srv.stop()
-    interesting = [ln for ln in text.splitlines()
-                   if any(k in ln for k in ("ERROR", "WARNING", "Traceback", "Error", "[alert]",
-                                            "[crit]", "[error]", "[emerg]", "[warn]"))]
-    rec["server_log_lines"] = interesting[:60]
-    rec["server_log_line_count"] = len(interesting)
-    if rec["status"] != "ok" and not interesting:
-        rec["server_log_tail"] = text.splitlines()[-30:]
+    pb.keep_server_log(rec, text)
     return rec
 
 
