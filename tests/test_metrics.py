@@ -80,6 +80,7 @@ def test_metrics_count_the_traffic_sent(serve):
     after = scrape(server)
     # 3 /plaintext, the poll, the first scrape
     assert value(after, "clos_web_requests_total", method="GET", status="200") == 5
+    assert value(after, "clos_web_requests_total", method="GET", status="101") == 1  # /ws
     assert value(after, "clos_web_requests_total", method="POST", status="200") == 1
     assert value(after, "clos_web_requests_total", method="POST", status="202") == 1
     assert value(after, "clos_web_requests_total", method="GET", status="400") == 1
@@ -176,6 +177,9 @@ def test_snapshot_has_the_dashboard_shape(serve):
     assert set(snap["connections"]) == {"open", "streams", "websocket"}
     assert set(snap["subscribers"]) == {"sse", "poll", "websocket"}
     assert set(snap["loop_lag_seconds"]) == {"p50", "p99", "max"}
+    # every answer so far was written in the turn that read it: 0 s, not a guess inside the
+    # first bucket (0-1 ms)
+    assert snap["latency_seconds"] == {"p50": 0.0, "p99": 0.0}
     __import__("json").dumps(snap)
 
 
@@ -234,3 +238,60 @@ def test_the_access_log_on_and_off_leaves_the_metrics_counting(serve):
         assert get(server, "/plaintext")[0] == 200
     wait_for(lambda: value(scrape(server), "clos_web_requests_total", method="GET",
                            status="200") >= 3)
+
+
+def test_counting_is_the_servers_own_and_mounting_adds_no_method_per_request(serve):
+    """The server counts answers in ``answered``'s own method; the metrics add nothing to
+    ``answered`` (no qualified method on every request), and a HEAD served by a GET route is
+    counted as HEAD under that route."""
+    from clos_web.http.server import answered
+
+    hello = load_example("hello")  # mounts /metrics
+    assert [m.qualifier for m in answered.methods] == ["primary"]
+    server = serve(hello.app)
+    head = connect(server)
+    head.sendall(b"HEAD /plaintext HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert Reader(head).read_head()[0] == 200
+    head.close()
+    for _ in range(2):
+        assert get(server, "/plaintext")[0] == 200
+    samples = scrape(server)
+    assert value(samples, "clos_web_requests_total", method="HEAD", status="200") == 1
+    assert value(samples, "clos_web_request_duration_seconds_count", route="/plaintext") == 3
+
+
+def test_answered_later_sees_each_deferred_answer_with_its_time(serve):
+    """``answered_later`` is a generic: a method of the user's sees every answer that was
+    left for later (here a blocking handler's, answered from the worker pool), with its
+    time, and the metrics' histogram records it by route."""
+    from clos_web import App
+    from clos_web.http.server import answered_later
+    from clos_web.loop.server import Connection
+
+    app = App()
+    app.mount_metrics("/metrics")
+
+    @app.get("/slow", blocking=True)
+    def slow():
+        time.sleep(0.05)
+        return "done"
+
+    seen = []
+
+    @answered_later.after
+    def note_later(conn: Connection, request: object, seconds: float):
+        seen.append((request.path, seconds))
+
+    try:
+        server = serve(app)
+        assert get(server, "/slow")[0] == 200
+        assert get(server, "/metrics")[0] == 200
+        wait_for(lambda: len(seen) == 1)
+        assert seen[0][0] == "/slow" and 0.04 <= seen[0][1] < 5
+        samples = scrape(server)
+        name = "clos_web_request_duration_seconds"
+        assert value(samples, name + "_count", route="/slow") == 1
+        assert value(samples, name + "_bucket", route="/slow", le="0.025") == 0
+        assert value(samples, name + "_sum", route="/slow") >= 0.04
+    finally:
+        answered_later.remove_method(note_later)

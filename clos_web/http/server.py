@@ -32,6 +32,11 @@ log = logging.getLogger("clos_web")
 
 BUSY, STREAM, CLOSING = State.BUSY, State.STREAM, State.CLOSING
 
+# The methods counted by name in ``Server.answers``; any other counts as "OTHER" (a client
+# chooses the method: the set of keys must stay bounded)
+COUNTED_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS",
+                             "CONNECT", "TRACE"))
+
 
 # --------------------------------------------------------------------------------------------
 # The generic functions of answering
@@ -107,6 +112,12 @@ class Server(Loop):
     thread; ``stop(timeout)`` stops accepting, lets answers in flight finish, ends streams
     cleanly and closes everything.
 
+    ``answers`` counts every answered request (:func:`count_answer`): ``{route: {status: n}}``
+    for the requests a route answered with its own method, ``{(route, method): {status: n}}``
+    for the others (HEAD on a GET route, an unmatched request: ``route`` None, ``method`` one
+    of :data:`COUNTED_METHODS` or ``"OTHER"``). The metrics (:mod:`clos_web.ops.metrics`) read
+    it when scraped.
+
     >>> Server(object())
     <Server 127.0.0.1:0 conns=0>
     """
@@ -116,6 +127,7 @@ class Server(Loop):
     port: int = 0
     limits: Limits = attrs.field(factory=Limits)
     debug: bool = False
+    answers: dict = attrs.field(factory=dict, init=False)
 
     def _body_limit(self, request: Request) -> int:
         fn = getattr(self.app, "body_limit", None)
@@ -269,7 +281,7 @@ def process(http: HTTPConnection, conn: object):
             if http.response_started or conn.out_bytes > queued:
                 answered(conn, request)
             else:
-                http.deferred_at = server.now  # answered later: metrics time it
+                http.deferred_at = server.now  # answered later: answered_later times it
         if conn.out_bytes > limits.output_cap:
             break  # backpressure: go on when the client has read (output_drained)
     if conn.state is OPEN:
@@ -277,23 +289,55 @@ def process(http: HTTPConnection, conn: object):
         server.flush(conn)
 
 
+def count_answer(answers: dict, request, status: int) -> None:
+    """Count one answer to ``request`` with ``status`` in ``answers`` (a server's
+    :attr:`~Server.answers`): ``answered`` does, for every request; a protocol that takes the
+    connection over counts its own answer (a WebSocket's 101). Two dict updates with cheap
+    keys: the route (identity) for its own method, else ``(route, method)``; then the status."""
+    route = request.route
+    method = request.method
+    if route is None or method != route.method:
+        route = (route, method if method in COUNTED_METHODS else "OTHER")
+    by_status = answers.get(route)
+    if by_status is None:
+        by_status = answers[route] = {}
+    by_status[status] = by_status.get(status, 0) + 1
+
+
 @generic
 def answered(conn, request):
     """The answer to ``request`` is written (queued) on ``conn``, now or later (a handler that
-    returned ``DEFERRED``): the connection goes on to the next request, or closes after this
-    one. An ``after`` method sees every request once it is answered (the access log is one:
-    ``conn.protocol.status`` is the status written)."""
+    returned ``DEFERRED``): it is counted (``server.answers``), the connection goes on to the
+    next request, or closes after this one. An ``after`` method sees every request once it is
+    answered (the access log is one: ``conn.protocol.status`` is the status written)."""
 
 
 @answered.dispatch
 def answered_http(conn: Connection, request: object):
     server = conn.server
     http = conn.protocol
+    count_answer(server.answers, request, http.status)
+    began = http.deferred_at
+    if began is not None:
+        answered_later(conn, request, server.now - began)
     http.response_done(server.now)
     if http.state is CLOSING:
         server.close_when_sent(conn)
     elif conn.reading is not conn.reading.NORMAL:
         server.resume_reading(conn)
+
+
+@generic
+def answered_later(conn, request, seconds):
+    """An answer left for later (its handler returned :data:`DEFERRED`: a worker thread, a
+    long-poll, a publish waiting for a broker) is written, ``seconds`` after the handler
+    returned (the loop's clock, ``server.now``). Called by ``answered``'s method before the
+    connection goes on; the metrics add a method that records the time by route."""
+
+
+@answered_later.dispatch
+def answered_later_any(conn: Connection, request: object, seconds: object):
+    return None
 
 
 @handle_request.dispatch
@@ -421,5 +465,6 @@ def error_response_http_error(error: HTTPError, conn: Connection):
 
 __all__ = [
     "Server", "handle_request", "write", "error_response", "close_stream", "shutdown_stream",
-    "stream_idle", "send_response", "answer", "answered", "DEFERRED", "process",
+    "stream_idle", "send_response", "answer", "answered", "answered_later", "DEFERRED",
+    "COUNTED_METHODS", "count_answer", "process",
 ]

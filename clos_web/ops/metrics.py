@@ -4,13 +4,16 @@ Mount the endpoint on any app (it is off unless mounted)::
 
     app.mount_metrics("/metrics")
 
-Importing this module (``mount_metrics`` does) adds the recording methods: an ``after``
-method on :func:`~clos_web.http.server.answered` counts each answered request, by method and
-status, and its duration by *route template* (``/sub/{name}``, never the raw path), and a
-``serving`` method starts, per server, a loop-lag probe and the watchdog that reports
-handlers holding the loop (see :class:`Watchdog`). The loop counts the bytes it sends and the
-slow consumers it closes itself (an integer add each); the channels count what they publish
-and deliver; connections and subscribers are counted when asked (one walk per scrape).
+The server counts what it does whether or not metrics are mounted, each count a dict update
+or an integer add on a path that runs anyway: ``answered``'s own method counts each answer by
+route, method and status (``Server.answers``), the loop counts the bytes it sends and the slow
+consumers it closes, the channels what they publish and deliver; connections and subscribers
+are counted when asked (one walk per scrape). So mounting metrics adds nothing per request.
+Importing this module (``mount_metrics`` does) adds the rest: an ``after`` method on
+:func:`~clos_web.http.server.answered_later` times the answers left for later, by *route
+template* (``/sub/{name}``, never the raw path), and a ``serving`` method starts, per server, a
+loop-lag probe and the watchdog that reports handlers holding the loop (see
+:class:`Watchdog`).
 
 Durations use the loop's clock (``server.now``, read once per loop turn) and no clock call
 per request: a request answered in the turn that read it counts as 0 s, one answered later
@@ -51,7 +54,7 @@ import attrs
 
 from ..http.connection import HTTPConnection, State
 from ..http.head import Response
-from ..http.server import Server, answered, write
+from ..http.server import COUNTED_METHODS, Server, answered_later, write
 from ..loop.server import Connection, serving
 
 log = logging.getLogger("clos_web.ops")
@@ -67,14 +70,14 @@ LAG_PROBE_INTERVAL = 0.05   # seconds between loop-lag probes (a timer each)
 BLOCK_THRESHOLD = 0.1       # a loop step longer than this is reported (Watchdog)
 BLOCK_REPORT_EVERY = 60.0   # at most one report per route per this many seconds
 
-_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT",
-                      "TRACE"))
 _UNMATCHED = "(unmatched)"
 
 
 @attrs.define(slots=True, eq=False)
 class Histogram:
-    """Counts of observations in fixed buckets (``v <= bound``) plus their sum.
+    """Counts of observations in fixed buckets (``v <= bound``) plus their sum. ``zeros`` of
+    the first bucket's observations are known to be exactly 0 (answers written in the turn
+    that read their request): quantiles that fall among them are 0, not a guess.
 
     >>> h = Histogram((0.1, 1.0)); h.observe(0.05); h.observe(0.5); h.observe(7.0)
     >>> h.counts, h.count
@@ -84,6 +87,7 @@ class Histogram:
     bounds: tuple
     counts: list = attrs.field()
     sum: float = 0.0
+    zeros: int = 0
 
     @counts.default
     def _zeros(self):
@@ -93,25 +97,36 @@ class Histogram:
         self.counts[bisect.bisect_left(self.bounds, value)] += 1
         self.sum += value
 
+    def add_zeros(self, n: int) -> None:
+        """Count ``n`` observations known to be exactly 0."""
+        self.counts[0] += n
+        self.zeros += n
+
     @property
     def count(self) -> int:
         return sum(self.counts)
 
     def quantile(self, q: float) -> float:
         """An estimate of the ``q`` quantile, interpolated inside its bucket as Prometheus'
-        ``histogram_quantile`` does (0.0 with no observation).
+        ``histogram_quantile`` does (0.0 with no observation, or among the known zeros).
 
         >>> h = Histogram((1.0, 2.0)); [h.observe(x) for x in (0.5, 1.5, 1.5, 1.5)] and None
         >>> h.quantile(0.5)
         1.333...
+        >>> h = Histogram((0.001, 0.01)); h.add_zeros(90)
+        >>> for _ in range(10): h.observe(0.005)
+        >>> h.quantile(0.5), round(h.quantile(0.99), 4)
+        (0.0, 0.0091)
         """
         total = self.count
-        if not total:
-            return 0.0
         rank = q * total
-        seen = 0
+        if not total or rank <= self.zeros:
+            return 0.0
+        seen = self.zeros
         lower = 0.0
         for i, n in enumerate(self.counts):
+            if i == 0:
+                n -= self.zeros
             upper = self.bounds[i] if i < len(self.bounds) else self.bounds[-1]
             if seen + n >= rank and n:
                 if i == len(self.bounds):
@@ -142,9 +157,6 @@ class ServerMetrics:
     server: Any
     worker: int | None = None
     started: float = attrs.field(factory=time.time)
-    # every answer, counted once: (route or None, method label, status) -> count (one dict
-    # update per request; routes, method labels and statuses are bounded sets)
-    answers: dict = attrs.field(factory=dict)
     later: dict = attrs.field(factory=dict)       # route template -> Histogram, deferred only
     lag: Histogram = attrs.field(factory=lambda: Histogram(LAG_BUCKETS))
     lag_max: float = 0.0
@@ -152,13 +164,23 @@ class ServerMetrics:
     probing: bool = False
 
     def __repr__(self) -> str:
-        return f"<ServerMetrics {sum(self.answers.values())} requests>"
+        return f"<ServerMetrics {sum(n for *_, n in self.answers())} requests>"
+
+    def answers(self) -> list:
+        """``[(route, method, status, n)]``: the server's count of answers
+        (:attr:`Server.answers <clos_web.http.server.Server>`, updated by ``answered``), with
+        ``route`` the route that answered or None and ``method`` a method label."""
+        out = []
+        for key, by_status in list(getattr(self.server, "answers", {}).items()):
+            route, method = key if key.__class__ is tuple else (key, key.method)
+            out.extend((route, method, status, n) for status, n in list(by_status.items()))
+        return out
 
     @property
     def requests(self) -> dict:
         """``{(method, status): count}`` of the requests answered."""
         out: dict = {}
-        for (_, method, status), n in list(self.answers.items()):
+        for _, method, status, n in self.answers():
             out[method, status] = out.get((method, status), 0) + n
         return out
 
@@ -167,7 +189,7 @@ class ServerMetrics:
         """``{route template: Histogram}``: an answer written in the turn that read its
         request counts 0 s (the first bucket), one answered later its measured time."""
         per_route: dict = {}
-        for (route, _, _), n in list(self.answers.items()):
+        for route, _, _, n in self.answers():
             name = route.path if route is not None else _UNMATCHED
             per_route[name] = per_route.get(name, 0) + n
         out = {}
@@ -178,7 +200,7 @@ class ServerMetrics:
                 h.counts = list(later.counts)
                 h.sum = later.sum
                 n -= later.count
-            h.counts[0] += max(n, 0)
+            h.add_zeros(max(n, 0))
             out[name] = h
         return out
 
@@ -232,28 +254,15 @@ def serving_metrics(server: Server):
     _start(m)
 
 
-@answered.after
-def count_answered(conn: Connection, request: object):
-    try:
-        m = conn.server._clos_metrics
-    except AttributeError:
-        m = metrics_of(conn.server)
-    http = conn.protocol
-    try:
-        status, began = http.status, http.deferred_at
-    except AttributeError:  # the connection speaks another protocol now (a WebSocket's 101)
-        return
-    method = request.method
-    key = (request.route, method if method in _METHODS else "OTHER", status)
-    answers = m.answers
-    answers[key] = answers.get(key, 0) + 1
-    if began is not None:  # answered later: its time (a same-turn answer counts 0 s)
-        route = request.route
-        name = route.path if route is not None else _UNMATCHED
-        hist = m.later.get(name)
-        if hist is None:
-            hist = m.later[name] = Histogram(DURATION_BUCKETS)
-        hist.observe(conn.server.now - began)
+@answered_later.after
+def time_answered_later(conn: Connection, request: object, seconds: object):
+    m = metrics_of(conn.server)
+    route = request.route
+    name = route.path if route is not None else _UNMATCHED
+    hist = m.later.get(name)
+    if hist is None:
+        hist = m.later[name] = Histogram(DURATION_BUCKETS)
+    hist.observe(seconds)
 
 
 def _route_of(app, request) -> str:
@@ -441,6 +450,7 @@ def _all_durations(m: ServerMetrics) -> Histogram:
         for i, n in enumerate(h.counts):
             total.counts[i] += n
         total.sum += h.sum
+        total.zeros += h.zeros
     return total
 
 

@@ -51,7 +51,7 @@ import attrs
 from ..clos import generic
 from ..http import HTTPError, Request, json_bytes
 from ..http.head import header_block, response_head
-from ..http.server import close_stream, write
+from ..http.server import close_stream, count_answer, write
 from ..loop.server import (
     OPEN, Connection, connection_lost, data_received, deadline_passed, output_drained,
     shutdown,
@@ -338,6 +338,7 @@ def write_websocket(ws: WebSocket, conn: Connection):
     http.response_started = True
     http.switch()
     server.enqueue(conn, head)
+    count_answer(server.answers, request, 101)  # HTTP's part ends here (no answered)
     ws.conn, ws.request = conn, request
     ws._deflate = deflate
     ws.protocol = WebSocketProtocol(max_message=ws.max_message, deflate=deflate,

@@ -24,6 +24,8 @@
     if (s >= 1e-3) return (s * 1e3).toFixed(s >= 0.1 ? 0 : 1) + " ms";
     return (s * 1e6).toFixed(0) + " µs";
   }
+  // an answer written in the turn that read its request counts 0 s: say so, not "0 µs"
+  function fmtLatency(s) { return s === 0 ? "same turn" : fmtSeconds(s); }
   function fmtBytes(n) {
     if (n >= 1 << 30) return (n / (1 << 30)).toFixed(2) + " GiB";
     if (n >= 1 << 20) return (n / (1 << 20)).toFixed(1) + " MiB";
@@ -68,7 +70,7 @@
     text("eps", fmtRate(r.pub));
     text("events-detail", fmtRate(r.del) + " delivered/s · "
          + s.slow_consumers_closed_total + " slow closed");
-    text("latency", fmtSeconds(lat.p50) + " / " + fmtSeconds(lat.p99));
+    text("latency", fmtLatency(lat.p50) + " / " + fmtLatency(lat.p99));
     text("lag", fmtSeconds(lag.p99));
     text("lag-detail", "p50 " + fmtSeconds(lag.p50) + " · max " + fmtSeconds(lag.max));
     text("rss", fmtBytes(s.rss_bytes));
