@@ -10,12 +10,16 @@ and its workers stop by themselves when it is gone. Workers share channels only 
 
     python -m clos_web examples.hello:app --port 8000 --workers 4 --redis redis://127.0.0.1/0
 
+With ``--metrics-port P`` each worker (slot k, 1..N) also listens on ``P + k - 1``, in the same
+loop, serving the same app: ``/metrics`` and the dashboard there are that worker's, so
+Prometheus scrapes every worker by its own port (one process listens on P as well).
+
 Scripts take the same flags by building on :func:`parser` and :func:`run`, as
 ``examples/hello.py`` does:
 
->>> args = parser().parse_args(["myapp:app", "--workers", "2"])
->>> (args.app, args.port, args.workers, args.redis)
-('myapp:app', 8000, 2, None)
+>>> args = parser().parse_args(["myapp:app", "--workers", "2", "--metrics-port", "9100"])
+>>> (args.app, args.port, args.workers, args.redis, args.metrics_port)
+('myapp:app', 8000, 2, None, 9100)
 """
 
 from __future__ import annotations
@@ -79,9 +83,20 @@ def _workers(text: str) -> int:
     return n
 
 
+def _port(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port, 1 to 65535, not {text!r}")
+    return n
+
+
 def add_arguments(p: argparse.ArgumentParser, port: int = 8000) -> argparse.ArgumentParser:
-    """Add the serving options (``--port --host --workers --redis --pid-file --log-level``)
-    to ``p``; a script adds its own beside them and hands the parsed result to :func:`run`."""
+    """Add the serving options (``--port --host --workers --redis --metrics-port --pid-file
+    --log-level``) to ``p``; a script adds its own beside them and hands the parsed result to
+    :func:`run`."""
     p.add_argument("--port", type=int, default=port, help=f"TCP port (default {port})")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--workers", type=_workers, default=1, metavar="N",
@@ -91,6 +106,10 @@ def add_arguments(p: argparse.ArgumentParser, port: int = 8000) -> argparse.Argu
     p.add_argument("--redis", metavar="URL",
                    help=f"the channels' broker: sets {REDIS_ENV}=URL before the app is "
                         "imported (workers inherit it)")
+    p.add_argument("--metrics-port", type=_port, metavar="P",
+                   help="a port of its own per worker, to scrape each one's /metrics (and "
+                        "open its dashboard): worker k of N also listens on P+k-1, so P to "
+                        "P+N-1 (with one process, P as well); same host, same app")
     p.add_argument("--pid-file", metavar="PATH",
                    help="write this process's pid there (the supervisor's with --workers), "
                         "removed on exit")
@@ -209,6 +228,9 @@ def run(load: Callable[[], Any], args: argparse.Namespace) -> int:
                            "a subscriber on one misses what is published on another")
         if args.workers > 1 and args.port == 0:
             raise CLIError("--workers needs a fixed --port (each worker binds the same one)")
+        metrics_port = getattr(args, "metrics_port", None)  # (a script's own parser may lack it)
+        if metrics_port is not None:
+            _check_metrics_ports(metrics_port, args.workers, args.port)
         try:
             app = load()
         except CLIError:
@@ -218,10 +240,27 @@ def run(load: Callable[[], Any], args: argparse.Namespace) -> int:
             return EXIT_FAILED
         if args.workers == 1:
             return _serve_here(app, args)
-        return Supervisor(app, args.host, args.port, args.workers, args.pid_file).run()
+        return Supervisor(app, args.host, args.port, args.workers, args.pid_file,
+                          metrics_port=metrics_port).run()
     except CLIError as e:
         print(f"clos_web: {e}", file=sys.stderr, flush=True)
         return e.code
+
+
+def _ports(first: int, n: int) -> str:
+    return str(first) if n == 1 else f"{first}-{first + n - 1}"
+
+
+def _check_metrics_ports(first: int, workers: int, port: int) -> None:
+    """The ports ``--metrics-port`` gives ``workers`` workers must be ports, and not the
+    shared one (a worker would serve its own port with everyone's connections)."""
+    last = first + workers - 1
+    if last > 65535:
+        raise CLIError(f"--metrics-port {first} with {workers} workers needs ports "
+                       f"{_ports(first, workers)}: past 65535")
+    if first <= port <= last:
+        raise CLIError(f"--metrics-port {first} gives ports {_ports(first, workers)}, "
+                       f"which hold --port {port}: pick ports apart")
 
 
 def _listen_error(host: str, port: int, e: OSError) -> CLIError:
@@ -244,9 +283,17 @@ def _serve_here(app, args) -> int:
         server.bind()
     except OSError as e:
         raise _listen_error(args.host, args.port, e) from None
+    metrics_port = getattr(args, "metrics_port", None)
+    if metrics_port is not None:
+        try:
+            server.listen(args.host, metrics_port)
+        except OSError as e:
+            server.stop()  # (bound, never run: its sockets closed)
+            raise _listen_error(args.host, metrics_port, e) from None
     main = threading.current_thread() is threading.main_thread()
     with _PidFile(args.pid_file):
-        print(f"serving on {server.url}", flush=True)
+        also = f" (and on port {metrics_port})" if metrics_port is not None else ""
+        print(f"serving on {server.url}{also}", flush=True)
         server.serve_forever(stop_on_signals=main)
     if main:
         _exit_soon(0, EXIT_GRACE)
@@ -332,8 +379,11 @@ class Supervisor:
     end of a pipe whose write end only the supervisor holds, and EOF there means the supervisor
     has exited (even by SIGKILL), so no orphan keeps the port.
 
-    >>> Supervisor(app=None, host="127.0.0.1", port=8000, workers=4)
-    <Supervisor 127.0.0.1:8000 workers=0/4>
+    With ``metrics_port`` P, worker k (its slot) also listens on ``P + k - 1`` (see
+    :func:`_serve_worker`); the supervisor probes those ports too before forking.
+
+    >>> Supervisor(app=None, host="127.0.0.1", port=8000, workers=4, metrics_port=9100)
+    <Supervisor 127.0.0.1:8000 workers=0/4 metrics=9100-9103>
     """
 
     app: Any
@@ -341,6 +391,7 @@ class Supervisor:
     port: int
     workers: int
     pid_file: str | None = None
+    metrics_port: int | None = None               # worker k also listens on this + k - 1
     stop_timeout: float = 10.0
     worker_stop_timeout: float = 5.0
     crash_limit: int = 5
@@ -361,7 +412,10 @@ class Supervisor:
     _alive: tuple = ()
 
     def __repr__(self) -> str:
-        return f"<Supervisor {self.host}:{self.port} workers={len(self.pids)}/{self.workers}>"
+        metrics = (f" metrics={_ports(self.metrics_port, self.workers)}"
+                   if self.metrics_port is not None else "")
+        return (f"<Supervisor {self.host}:{self.port} workers={len(self.pids)}/{self.workers}"
+                f"{metrics}>")
 
     def run(self) -> int:
         """Supervise until told to stop (or a crash loop); the exit status."""
@@ -377,7 +431,9 @@ class Supervisor:
         self._alive = os.pipe()   # workers watch the read end; EOF means we are gone
         old_wakeup = signal.set_wakeup_fd(wake_w)
         old = {s: signal.signal(s, self._on_signal) for s in _SUPERVISOR_SIGNALS}
-        print(f"serving on http://{self.host}:{self.port} with {self.workers} workers",
+        own = (f" (each also on its own port: {_ports(self.metrics_port, self.workers)})"
+               if self.metrics_port is not None else "")
+        print(f"serving on http://{self.host}:{self.port} with {self.workers} workers{own}",
               flush=True)
         try:
             for slot in range(1, self.workers + 1):
@@ -398,15 +454,20 @@ class Supervisor:
         return self.status
 
     def _probe(self) -> None:
-        """Fail early with one line when the port cannot be had (bound, then closed at once)."""
+        """Fail early with one line when a port cannot be had (bound, then closed at once):
+        the shared one, and each worker's own with ``metrics_port``."""
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        with socket.socket(family, socket.SOCK_STREAM) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            try:
-                probe.bind((self.host, self.port))
-            except OSError as e:
-                raise _listen_error(self.host, self.port, e) from None
+        ports = [self.port]
+        if self.metrics_port is not None:
+            ports += [self.metrics_port + k for k in range(self.workers)]
+        for port in ports:
+            with socket.socket(family, socket.SOCK_STREAM) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                try:
+                    probe.bind((self.host, port))
+                except OSError as e:
+                    raise _listen_error(self.host, port, e) from None
 
     def _on_signal(self, signum, frame) -> None:
         self._signals.append(signum)  # the wakeup fd wakes the loop
@@ -611,8 +672,9 @@ class Supervisor:
             for fd in (*self._wake, self._alive[1], *self.ready.values()):
                 os.close(fd)
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            own = self.metrics_port + slot - 1 if self.metrics_port is not None else None
             status = _serve_worker(self.app, self.host, self.port, self._alive[0],
-                                   self.worker_stop_timeout, ready_fd)
+                                   self.worker_stop_timeout, ready_fd, own_port=own)
         except BaseException:
             traceback.print_exc()
         finally:
@@ -625,13 +687,33 @@ class Supervisor:
 
 
 def _serve_worker(app, host: str, port: int, alive_fd: int, stop_timeout: float,
-                  ready_fd: int) -> int:
+                  ready_fd: int, own_port: int | None = None) -> int:
+    """A worker's server: on the shared ``host:port`` (``SO_REUSEPORT``) and, with
+    ``own_port``, on that port of its own too (the same loop and app: ``--metrics-port``).
+    A port that cannot be had is one line on stderr and :data:`EXIT_CANNOT_LISTEN`.
+
+    The worker's own port has ``SO_REUSEPORT`` too, although one worker holds it: in a rolling
+    restart the new worker of a slot binds it while the old one still does (the supervisor
+    stops the old one only once the new one runs), and both hold it until the old one's stop
+    closes its listeners, a moment in which a scrape reaches either (both are that slot's).
+    The other way, the new worker waiting for the port, would make it report ready before it
+    holds the port, so a port another program took would be found only after the old worker
+    was gone; this way the new worker fails at once and the roll is abandoned, the old one
+    serving on.
+    """
     server = Server(app, host, port, Limits(), reuse_port=True)
     try:
         server.bind()
     except OSError as e:
         print(f"clos_web: {_listen_error(host, port, e)}", file=sys.stderr, flush=True)
         return EXIT_CANNOT_LISTEN
+    if own_port is not None:
+        try:
+            server.listen(host, own_port, reuse_port=True)
+        except OSError as e:
+            server.stop()  # (bound, never run: its sockets closed)
+            print(f"clos_web: {_listen_error(host, own_port, e)}", file=sys.stderr, flush=True)
+            return EXIT_CANNOT_LISTEN
     os.set_blocking(alive_fd, False)
     server.register(alive_fd, _SupervisorPipe(alive_fd, stop_timeout), EVENT_READ)
     server.call_soon_threadsafe(_say_ready, ready_fd)  # on the loop's first turn

@@ -158,7 +158,7 @@ def test_help_lists_every_option():
     assert result.returncode == 0
     text = result.stdout.decode()
     for option in ("MODULE:APP", "--port", "--host", "--workers", "--redis", "--pid-file",
-                   "--log-level"):
+                   "--log-level", "--metrics-port"):
         assert option in text, option
 
 

@@ -10,12 +10,14 @@ go to its *protocol* object (``conn.protocol``; HTTP's is
 protocol answers through the transport's API (``send``, ``push``, ``close_when_sent``,
 ``set_deadline``, ``pause_reading``...).
 
-What the loop owns: the selector; accepting (in batches until the kernel has no more); each
-connection's output queue, flushed with ``send``/``sendmsg``/``os.sendfile``, with write
-interest while output waits and the slow-consumer policy for streams; the cap on connections
-(and per client address); deadlines in coarse one-second buckets (10^5 connections cost a few
-attribute writes, not 10^5 timers); ``call_later`` and ``call_soon_threadsafe``; sweepers run
-once a second; the GC policy; stopping gracefully.
+What the loop owns: the selector; its listening sockets (the first from ``bind()``, more with
+``listen()``: one per port, all serving the same protocol); accepting (in batches until the
+kernel has no more); each connection's output queue, flushed with
+``send``/``sendmsg``/``os.sendfile``, with write interest while output waits and the
+slow-consumer policy for streams; the cap on connections (and per client address); deadlines
+in coarse one-second buckets (10^5 connections cost a few attribute writes, not 10^5 timers);
+``call_later`` and ``call_soon_threadsafe``; sweepers run once a second; the GC policy;
+stopping gracefully.
 """
 
 from __future__ import annotations
@@ -69,13 +71,39 @@ class Reading(enum.Enum):
 
 @attrs.define(slots=True, eq=False, repr=False)
 class Listener:
-    """The listening socket of a server."""
+    """A listening socket of a server (``server.listeners``: the first from ``bind()``, more
+    from :meth:`Loop.listen`); ``address`` is ``(host, port)`` as bound.
+
+    >>> Listener(None, None, ("127.0.0.1", 8001))
+    <Listener 127.0.0.1:8001>
+    """
 
     sock: socket.socket
     server: Any
+    address: tuple = ()
 
     def __repr__(self) -> str:
-        return f"<Listener fd={self.sock.fileno()}>"
+        if not self.address:
+            return "<Listener>"
+        return f"<Listener {self.address[0]}:{self.address[1]}>"
+
+
+def _listening_socket(host: str, port: int, reuse_port: bool, backlog: int) -> socket.socket:
+    """A non-blocking TCP socket listening on ``host:port`` (``SO_REUSEADDR``; ``SO_REUSEPORT``
+    when asked). Raises ``OSError`` when the port cannot be had (the socket is closed)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        sock.listen(backlog)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 @attrs.define(slots=True, eq=False, repr=False)
@@ -297,13 +325,14 @@ def raise_fd_limit() -> int:
 
 @attrs.define(slots=False, eq=False, repr=False, kw_only=True)
 class Loop:
-    """One event loop: a selector, a listening socket, its connections, timers.
+    """One event loop: a selector, its listening sockets, its connections, timers.
 
     ``limits`` is any object with ``output_cap``, ``max_connections``,
     ``max_connections_per_client`` and ``linger_timeout`` (the HTTP server passes its
     :class:`~clos_web.http.parser.Limits`). ``start()`` runs the loop on a thread and returns
     at once (REPL, tests); ``serve_forever()`` runs it on the calling thread; ``stop(timeout)``
-    stops accepting, lets the protocols wind down and closes everything.
+    stops accepting, lets the protocols wind down and closes everything. ``listen(host, port)``
+    adds a listening socket: its connections are served as the first one's.
     """
 
     host: str = "127.0.0.1"
@@ -315,7 +344,7 @@ class Loop:
     gc_full_every: float = 300.0
 
     selector: selectors.BaseSelector | None = None
-    listener: Listener | None = None
+    listeners: list = attrs.field(factory=list)  # the first is bind()'s (self.listener)
     waker: Waker | None = None
     conns: set = attrs.field(factory=set)
     now: float = 0.0
@@ -341,8 +370,14 @@ class Loop:
     slow_consumers_closed: int = 0   # streams closed by the slow-consumer policy
 
     def __repr__(self) -> str:
-        return (f"<{type(self).__name__} {self.host}:{self.port} conns={len(self.conns)}"
+        more = "".join(f", {h}:{p}" for h, p, *_ in (lst.address for lst in self.listeners[1:]))
+        return (f"<{type(self).__name__} {self.host}:{self.port}{more} conns={len(self.conns)}"
                 f"{' stopping' if self.stopping else ''}>")
+
+    @property
+    def listener(self) -> Listener | None:
+        """The first listening socket (``bind()``'s), ``None`` before ``bind()``."""
+        return self.listeners[0] if self.listeners else None
 
     # -- set-up ------------------------------------------------------------------------------
 
@@ -350,18 +385,12 @@ class Loop:
         """Create the selector, the listening socket and the waker (done by start/serve)."""
         if self.selector is not None:
             return self
+        sock = _listening_socket(self.host, self.port, self.reuse_port, self.backlog)
         self.selector = selectors.DefaultSelector()
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if self.reuse_port:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((self.host, self.port))
-        sock.listen(self.backlog)
-        sock.setblocking(False)
-        self.port = sock.getsockname()[1]
-        self.listener = Listener(sock, self)
-        self.selector.register(sock, EVENT_READ, self.listener)
+        listener = Listener(sock, self, sock.getsockname())
+        self.port = listener.address[1]
+        self.listeners.append(listener)
+        self.selector.register(sock, EVENT_READ, listener)
         self.accepting = True
         r, w = socket.socketpair()
         r.setblocking(False)
@@ -374,6 +403,43 @@ class Loop:
         self.now = time.monotonic()
         self._swept = int(self.now)
         return self
+
+    def listen(self, host: str | None = None, port: int = 0,
+               reuse_port: bool = False) -> Listener:
+        """Listen on ``host:port`` as well (``host``: the server's by default; port 0 picks a
+        free one, see the result's ``address``); ``SO_REUSEPORT`` when ``reuse_port``. Its
+        connections are served as the first listener's: the same protocol, loop, limits and
+        connection cap (at the cap every listener pauses); it is closed at stop. Binds the
+        server first if need be. Call it before serving or on the loop thread; from another
+        thread the socket is bound there (an ``OSError`` when the port cannot be had raises
+        there) and joins the loop on its next turn. Returns the :class:`Listener`.
+
+        >>> from types import SimpleNamespace
+        >>> server = Loop(limits=SimpleNamespace(max_connections=8))
+        >>> extra = server.listen("127.0.0.1", 0)
+        >>> server.listeners == [server.listener, extra], extra.address[1] != server.port
+        (True, True)
+        >>> server.stop()  # bound, never run: every socket closed
+        """
+        if self.stopped.is_set() or self.stopping:
+            raise RuntimeError(f"{self!r} is stopped")
+        self.bind()
+        sock = _listening_socket(self.host if host is None else host, port, reuse_port,
+                                 self.backlog)
+        listener = Listener(sock, self, sock.getsockname())
+        if self._ident is None or threading.get_ident() == self._ident:
+            self._add_listener(listener)
+        else:
+            self.call_soon_threadsafe(self._add_listener, listener)
+        return listener
+
+    def _add_listener(self, listener: Listener) -> None:
+        if self.stopping:  # (handed over from another thread as the server stopped)
+            listener.sock.close()
+            return
+        self.listeners.append(listener)
+        if self.accepting:
+            self.selector.register(listener.sock, EVENT_READ, listener)
 
     @property
     def url(self) -> str:
@@ -579,11 +645,13 @@ class Loop:
         # One last turn over what is ready now: connections the kernel completed wait in the
         # listening socket's queue, and closing it would reset them (with SO_REUSEPORT no
         # other process sees them); requests may sit unread on idle connections, and closing
-        # those would reset them too. Take them in and read: what arrived is answered.
-        if self.accepting:
-            self.accept()
+        # those would reset them too. Take them in and read: what arrived is answered. The
+        # same for every listener.
+        for listener in self.listeners:
+            if self.accepting:  # (not at the connection cap)
+                self.accept(listener)
         for key, mask in self.selector.select(0):
-            if key.data is not self.listener:
+            if not isinstance(key.data, Listener):
                 try:
                     process_ready(key.data, self, mask)
                 except Exception:
@@ -591,8 +659,8 @@ class Loop:
                     if key.data.__class__ is Connection:
                         self.close(key.data)
         self._pause_accepting()
-        if self.listener is not None:
-            self.listener.sock.close()
+        for listener in self.listeners:
+            listener.sock.close()
         for conn in list(self.conns):
             try:
                 shutdown(conn.protocol, conn)
@@ -609,8 +677,8 @@ class Loop:
             self.selector.close()
         except Exception:
             pass
-        if self.listener is not None:
-            self.listener.sock.close()
+        for listener in self.listeners:
+            listener.sock.close()
         self.waker.rsock.close()
         self.waker.wsock.close()
 
@@ -633,22 +701,27 @@ class Loop:
     # -- accepting ---------------------------------------------------------------------------
 
     def _pause_accepting(self) -> None:
+        """Stop watching every listener (at the connection cap, out of descriptors, stopping):
+        new connections wait in the kernel's queues."""
         if self.accepting:
             self.accepting = False
-            try:
-                self.selector.unregister(self.listener.sock)
-            except (KeyError, ValueError):
-                pass
+            for listener in self.listeners:
+                try:
+                    self.selector.unregister(listener.sock)
+                except (KeyError, ValueError):
+                    pass
 
     def _resume_accepting(self) -> None:
         self._accept_retry = False
         if not self.accepting and not self.stopping and len(self.conns) < self.max_connections:
             self.accepting = True
-            self.selector.register(self.listener.sock, EVENT_READ, self.listener)
+            for listener in self.listeners:
+                self.selector.register(listener.sock, EVENT_READ, listener)
 
-    def accept(self) -> None:
-        """Accept connections until EAGAIN, the connection cap, or descriptor exhaustion."""
-        sock = self.listener.sock
+    def accept(self, listener: Listener) -> None:
+        """Accept connections on ``listener`` until EAGAIN, the connection cap, or descriptor
+        exhaustion."""
+        sock = listener.sock
         conns = self.conns
         per_client = self.limits.max_connections_per_client
         for _ in range(256):
@@ -947,7 +1020,7 @@ class _GcSweeper:
 
 @process_ready.dispatch
 def process_ready_listener(ready: Listener, server: Loop, events):
-    server.accept()
+    server.accept(ready)
 
 
 @process_ready.dispatch
