@@ -28,10 +28,11 @@ parser.
 supervisor serving a sum: the workers share one port (``SO_REUSEPORT``), so a sum would put
 the supervisor on the request path or need a channel from every worker to it, and a sum
 drops when a worker restarts (a counter must never go down). Per-worker series stay monotonic
-and ``sum by (...) (rate(...))`` aggregates them in Prometheus. The limit, stated plainly: a
-scrape through the shared port reaches the worker the kernel picks, so each scrape samples one
-worker; its counters' rates stay right per series, and every worker is seen over a few
-scrapes. A per-worker metrics port is not built yet.
+and ``sum by (...) (rate(...))`` aggregates them in Prometheus. A scrape through the shared
+port reaches whichever worker the kernel picks; to scrape every worker, serve with
+``--metrics-port P``: worker k also listens on ``P + k - 1`` (the same loop and app), so
+``/metrics`` there is always worker k's, and Prometheus scrapes the N ports (see
+docs/operations.md, "Metrics").
 
 >>> text = render(None)
 >>> "# TYPE clos_web_gc_pause_seconds histogram" in text
