@@ -176,15 +176,51 @@ class Batch(list):
     (``write(event, batch)``: the event is encoded once, and the transport's method sends the
     same bytes to each). A transport's subscription class names its batch class
     (``Subscription.batch``); a batch holds the connections (or, for long-polls, the waiters).
-    ``transport`` names the transport in metrics (``sse``, ``poll``, ``websocket``)."""
+    ``transport`` names the transport in metrics (``sse``, ``poll``, ``websocket``).
 
-    __slots__ = ()
+    Bursts: consecutive events of one channel fanned out in one loop turn share one batch, and
+    a transport's ``write`` method may :meth:`queue` its bytes rather than send them; the
+    fan-out calls :meth:`send_queued` once the burst is written, so each subscriber gets the
+    burst in one ``send`` (the joined bytes built once, shared by all). Every event still goes
+    through ``write``: a method of yours on it sees each one.
+
+    >>> b = SSEBatch([]); b.queue(b"a"); b.queue(b"b"); b.queued
+    [b'a', b'b']
+    """
+
+    __slots__ = ("queued",)  # (unset until something is queued: no __init__ per batch)
     transport = "sse"
 
     @classmethod
     def of(cls, members: dict) -> "Batch":
         """A batch of ``members`` (``{connection: subscription}``): the connections."""
         return cls(members)
+
+    def queue(self, data) -> None:
+        """Keep ``data`` (what one event is on the wire) for :meth:`send_queued`."""
+        queued = getattr(self, "queued", None)
+        if queued is None:
+            self.queued = [data]
+        else:
+            queued.append(data)
+
+    def send_queued(self) -> None:
+        """Send what was queued to every member, joined: one ``push`` per connection under
+        the slow-consumer policy (``server.push_each``). A batch whose members need bytes of
+        their own overrides this."""
+        queued, self.queued = self.queued, None
+        if queued and self:
+            self[0].server.push_each(self, queued[0] if len(queued) == 1 else b"".join(queued))
+
+
+def _send_queued(batches) -> None:
+    """After a burst is written: each batch sends what its ``write`` methods queued."""
+    for batch in batches:
+        if getattr(batch, "queued", None):
+            try:
+                batch.send_queued()
+            except Exception:
+                log.exception("sending a burst to %s failed", type(batch).__name__)
 
 
 class SSEBatch(Batch):
@@ -230,6 +266,7 @@ class _Subs:
 
     batches: dict = attrs.field(factory=dict)
     last: float = 0.0                           # last time anything was sent (heartbeats)
+    version: int = 0                            # changes when a subscriber comes or goes
 
     def __bool__(self) -> bool:
         return any(self.batches.values())
@@ -238,6 +275,7 @@ class _Subs:
         return sum(len(members) for members in self.batches.values())
 
     def add(self, sub) -> None:
+        self.version += 1
         members = self.batches.get(sub.batch)
         if members is None:
             members = self.batches[sub.batch] = {}
@@ -275,10 +313,13 @@ class Channel:
 
 @attrs.define(slots=True, eq=False)
 class _Local:
-    """A registry's per-server state: events waiting to be fanned out on that loop, in order."""
+    """A registry's per-server state: events waiting to be fanned out on that loop, in order.
+    ``tail`` is ``(subs, its version, the outbox's last entry)``: the next event of the same
+    channel, with the same subscribers, shares that entry's batches (a burst)."""
 
     outbox: deque = attrs.field(factory=deque)
     scheduled: bool = False
+    tail: tuple | None = None
     delivered: int = 0  # events written to subscribers on that server (one per subscriber)
 
 
@@ -661,7 +702,6 @@ class Channels:
         """Publish in this process (the :data:`LOCAL` broker): an id, history, fan-out."""
         body = sse.encode_body(data, etype)
         now = time.monotonic()
-        run_now = None
         with self._lock:
             ch = self._channels.get(name)
             if ch is None:
@@ -688,32 +728,33 @@ class Channels:
                     self._evict(ch, history.popleft())
                 self._forget(ch, seq)
             if ch.subs:
-                run_now = self._fan_out(ch, ev)
+                self._fan_out(ch, ev)
             elif not history:
                 self._maybe_drop(ch)
             elif name in self._idle:
                 self._idle.move_to_end(name)  # the least recently used idle channel goes first
-        if run_now is not None:
-            self._drain(*run_now)
         return eid
 
-    def _fan_out(self, ch: Channel, ev: Event):
-        """Queue ``ev`` for every subscriber of ``ch`` on each server (under the lock); return
-        ``(server, local)`` when this thread is that server's loop and must drain it now."""
-        run_now = None
-        ident = threading.get_ident()
+    def _fan_out(self, ch: Channel, ev: Event) -> None:
+        """Queue ``ev`` for every subscriber of ``ch`` on each server (under the lock); each
+        loop fans out what is queued after the ready sockets of its turn (``_drain``, a
+        callback), so the events published in one turn go out together."""
         for server, subs in ch.subs.items():
             subs.last = server.now
             local = self._locals[server]
-            local.outbox.append((ev, [kind.of(members) for kind, members
-                                      in subs.batches.items() if members]))
+            outbox = local.outbox
+            tail = local.tail
+            if (tail is not None and tail[0] is subs and tail[1] == subs.version and outbox
+                    and outbox[-1] is tail[2]):
+                entry = (ev, tail[2][1])  # the same subscribers: the same batches (a burst)
+            else:
+                entry = (ev, [kind.of(members) for kind, members in subs.batches.items()
+                              if members])
+            outbox.append(entry)
+            local.tail = (subs, subs.version, entry)
             if not local.scheduled:
                 local.scheduled = True
-                if server._ident == ident:
-                    run_now = (server, local)
-                else:
-                    server.call_soon_threadsafe(self._drain, server, local)
-        return run_now
+                server.call_soon_threadsafe(self._drain, server, local)
 
     def _deliver(self, ev: Event) -> None:
         """Hand ``ev``, published elsewhere and carried by the broker, to this process's
@@ -725,29 +766,46 @@ class Channels:
             ch.last_id = ev.id
             ch.last_time = ev.time
             ch.events_total += 1
-            run_now = self._fan_out(ch, ev) if ch.subs else None
-        if run_now is not None:
-            self._drain(*run_now)
+            if ch.subs:
+                self._fan_out(ch, ev)
 
     def _drain(self, server, local: _Local) -> None:
-        """Fan out what waits in ``local``'s outbox (loop thread): ``write(event, sub)`` for
-        every subscriber, the event encoded once (its bytes are shared by all)."""
+        """Fan out what waits in ``local``'s outbox (loop thread): ``write(event, batch)`` for
+        every batch of subscribers, the event encoded once (its bytes are shared by all). A
+        run of entries sharing their batches (a burst of one channel) is sent once written:
+        one ``send`` per subscriber for the whole run."""
         lock = self._lock
         outbox = local.outbox
         while True:
             with lock:
                 if not outbox:
                     local.scheduled = False
+                    local.tail = None
                     return
                 batch = list(outbox)
                 outbox.clear()
+                local.tail = None
+            current = None
             for ev, batches in batch:
+                if batches is not current:
+                    if current is not None:
+                        _send_queued(current)
+                    current = batches
                 for subscribers in batches:
                     local.delivered += len(subscribers) if isinstance(subscribers, list) else 1
                     try:
                         write(ev, subscribers)
                     except Exception:
                         log.exception("writing %r to %s failed", ev, type(subscribers).__name__)
+            if current is not None:
+                _send_queued(current)
+
+    def _drain_now(self, server) -> None:
+        """Fan out at once what waits for ``server``'s loop (loop thread): before a stream
+        ends, so that it is sent what was published before."""
+        local = self._locals.get(server)
+        if local is not None and local.outbox:
+            self._drain(server, local)
 
     # -- joining and leaving -----------------------------------------------------------------
 
@@ -815,6 +873,7 @@ class Channels:
                 subs = ch.subs.get(server)
                 if subs is None:
                     continue
+                subs.version += 1
                 for members in subs.batches.values():
                     members.pop(conn, None)
                 if not subs:
@@ -945,6 +1004,7 @@ def end_stream(conn: Connection) -> None:
     http = conn.protocol
     sub = getattr(http, "stream", None)
     if isinstance(sub, Subscription):
+        sub.registry._drain_now(conn.server)  # what was published before goes first
         http.stream = None
         names, sub.names = sub.names, []
         sub.registry._remove(conn, names, conn.server)
@@ -1194,13 +1254,13 @@ def write_event_sse(event: Event, sub: Subscription):
 
 @write.dispatch
 def write_event_sse_batch(event: Event, batch: SSEBatch):
-    # the fan-out: the same chunk to every connection, in the transport's one loop
-    batch[0].server.push_each(batch, event.chunk)
+    # the fan-out: the same chunk to every connection, sent with the rest of the burst
+    batch.queue(event.chunk)
 
 
 @write.dispatch
 def write_event_sse_raw_batch(event: Event, batch: RawSSEBatch):
-    batch[0].server.push_each(batch, event.raw)
+    batch.queue(event.raw)
 
 
 @write.dispatch

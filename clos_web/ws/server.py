@@ -543,6 +543,22 @@ class WSDeflateBatch(WebSocketBatch):
 
     __slots__ = ()
 
+    def send_queued(self) -> None:
+        """The burst's frames for each socket's window size, joined once per window size."""
+        messages, self.queued = self.queued, None
+        if not messages:
+            return
+        joined: dict = {}  # the socket's protocol settings -> the burst's bytes
+        for conn in self:
+            protocol = conn.protocol.protocol
+            deflate = protocol.deflate
+            key = None if deflate is None else (deflate.server_max_window_bits,
+                                                 deflate.min_size)
+            data = joined.get(key)
+            if data is None:
+                data = joined[key] = b"".join([m.frame(protocol) for m in messages])
+            conn.server.push(conn, data)
+
 
 class WSVectorBatch(WebSocketBatch):
     """WebSocket subscribers of several channels of a broker with positions per channel
@@ -633,14 +649,12 @@ def write_event_ws_vector(event: Event, sub: WSVectorSubscription):
 
 @write.dispatch
 def write_event_ws_batch(event: Event, batch: WSBatch):
-    batch[0].server.push_each(batch, event_frame(event))
+    batch.queue(event_frame(event))  # sent with the rest of the burst, the same bytes to all
 
 
 @write.dispatch
 def write_event_ws_deflate_batch(event: Event, batch: WSDeflateBatch):
-    message = event_message(event)  # one compressed frame per window size, shared
-    for conn in batch:
-        conn.server.push(conn, message.frame(conn.protocol.protocol))
+    batch.queue(event_message(event))  # one compressed frame per window size, shared
 
 
 @write.dispatch
