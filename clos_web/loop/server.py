@@ -32,6 +32,7 @@ import resource
 import selectors
 import signal
 import socket
+import sys
 import threading
 import time
 from collections import deque
@@ -88,15 +89,22 @@ class Listener:
         return f"<Listener {self.address[0]}:{self.address[1]}>"
 
 
+# Linux gives an accepted socket the listening socket's TCP_NODELAY: set once there, not with
+# a system call per connection (elsewhere, per connection)
+_NODELAY_INHERITED = sys.platform.startswith("linux")
+
+
 def _listening_socket(host: str, port: int, reuse_port: bool, backlog: int) -> socket.socket:
     """A non-blocking TCP socket listening on ``host:port`` (``SO_REUSEADDR``; ``SO_REUSEPORT``
-    when asked). Raises ``OSError`` when the port cannot be had (the socket is closed)."""
+    when asked; ``TCP_NODELAY``, which Linux passes on to what it accepts). Raises ``OSError``
+    when the port cannot be had (the socket is closed)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if reuse_port:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.bind((host, port))
         sock.listen(backlog)
         sock.setblocking(False)
@@ -751,10 +759,11 @@ class Loop:
                     log.exception("refuse_connection failed")
                 csock.close()
                 continue
-            try:
-                csock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                pass
+            if not _NODELAY_INHERITED:
+                try:
+                    csock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                except OSError:
+                    pass
             conn = Connection(csock, self, addr)
             connection_made(self, conn)
             conns.add(conn)
@@ -788,7 +797,11 @@ class Loop:
         """Read from ``conn`` again: while its output queue is under the cap (backpressure),
         or ``always`` (a stream, whose input only tells that the client left)."""
         conn.reading = Reading.ALWAYS if always else Reading.NORMAL
-        self._update_interest(conn)
+        if not conn.events & EVENT_READ:
+            self._update_interest(conn)
+        # (already reading: nothing to change now. What is queued is sent by the flush that
+        # follows, which sets the write interest only if the socket does not take it all: a
+        # new stream's head costs no epoll_ctl round trip before its send)
 
     # -- writing -----------------------------------------------------------------------------
 
