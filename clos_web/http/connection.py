@@ -207,24 +207,32 @@ class HTTPConnection:
     def encode(self, response: Response) -> bytes:
         """``response`` on the wire for the current request: head (its checked fields are
         cached on the response) and body, none for HEAD."""
-        if self.state is State.STREAM:
-            raise StreamingError("the answer on this connection is a stream: write an Event "
-                                 "to it (or publish on its channel), not a response")
         wire = response._wire
         if wire is None:
             wire = _wire(response)
-        status = self.status = response.status
-        self.response_started = True
-        if response._closes:
+        if response._closes and self.state is not State.STREAM:
             self.keep_alive = False
+        return self.encode_fields(response.status, wire, response.body)
+
+    def encode_fields(self, status: int, fields: bytes, body: bytes) -> bytes:
+        """An answer on the wire for the current request from its parts, as :meth:`encode`
+        writes a :class:`Response`: ``fields`` are header lines made by ``header_block``,
+        the framing field (``Content-Length``) included and no ``Connection`` field (the
+        head writer adds it). For a ``write`` method that makes its fields itself, without a
+        Response in between (the JSON answer's)."""
+        if self.state is State.STREAM:
+            raise StreamingError("the answer on this connection is a stream: write an Event "
+                                 "to it (or publish on its channel), not a response")
+        self.status = status
+        self.response_started = True
         request = self.request
         http10 = request is not None and request.version == "HTTP/1.0"
-        # the head writer's assembly (encode_response's), inlined: every Response's hot path
-        head = b"".join((status_line(status), date_line(), _SERVER, wire,
+        # the head writer's assembly (encode_response's), inlined: every answer's hot path
+        head = b"".join((status_line(status), date_line(), _SERVER, fields,
                          head_end(self.keep_alive, http10)))
         if (request is not None and request.method == "HEAD") or not _has_body(status):
             return head
-        return head + response.body
+        return head + body
 
     def response_done(self, now: float) -> None:
         """The answer to the current request is written: go on to the next, or close."""
