@@ -26,6 +26,7 @@ from typing import Any
 
 import attrs
 
+from ..loop.server import Input
 from .errors import HTTPError, RequestTimeout
 from .head import (
     _SERVER, Response, _has_body, _wire, connection_field, date_line, head_end, response_head,
@@ -249,6 +250,9 @@ class HTTPConnection:
         read as requests, and the connection closes when the stream ends."""
         self.state = State.STREAM
         self.stream = stream
+        # nothing more is parsed: the parser's Buffer goes, a bare one keeps the bytes (the
+        # caller points the connection's ``buf`` at it too: an idle stream stays small)
+        self.buf = Input(self.buf.data)
         self.keep_alive = False
         self.request = None
         idle = self.limits.stream_idle_timeout

@@ -120,8 +120,9 @@ class Buffer:
     # chunked state: "size", "data", "crlf", "trailer"
     _chunk_state: str = "size"
     _chunk_left: int = 0
-    # the body so far: one bytearray, so a chunk costs its data and nothing more
-    _body: bytearray = attrs.field(factory=bytearray)
+    # the body so far: one bytearray, so a chunk costs its data and nothing more (made when a
+    # chunked body begins: a connection that never sends one does not carry an empty one)
+    _body: bytearray | None = None
     # framing bytes read so far (size lines, extensions, CRLFs, trailer fields), see
     # _read_chunked: bounded, so 1-byte chunks cannot make a body cost 6x its limit in CPU
     _framing: int = 0

@@ -9,13 +9,13 @@
 """
 
 from .server import (
-    EVENT_READ, EVENT_WRITE, Connection, FileSegment, Link, Listener, Loop, Reading, Waker,
+    EVENT_READ, EVENT_WRITE, Connection, FileSegment, Input, Link, Listener, Loop, Reading, Waker,
     buffer_input, connection_lost, connection_made, data_received, deadline_passed,
     current_loop, output_drained, process_ready, raise_fd_limit, refuse_connection, shutdown,
 )
 
 __all__ = [
-    "Loop", "Connection", "Listener", "Waker", "FileSegment", "Link", "Reading", "EVENT_READ",
+    "Loop", "Connection", "Input", "Listener", "Waker", "FileSegment", "Link", "Reading", "EVENT_READ",
     "EVENT_WRITE", "process_ready", "buffer_input", "connection_made", "data_received",
     "output_drained", "deadline_passed", "connection_lost", "shutdown", "refuse_connection",
     "raise_fd_limit", "current_loop",

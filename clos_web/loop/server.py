@@ -114,6 +114,20 @@ def _listening_socket(host: str, port: int, reuse_port: bool, backlog: int) -> s
     return sock
 
 
+class Input:
+    """The bare input buffer of a connection whose protocol parses nothing more (a stream,
+    a WebSocket once its own parser has the bytes): only the ``data`` the loop appends to.
+
+    >>> Input(bytearray(b"x")).data
+    bytearray(b'x')
+    """
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytearray | None = None):
+        self.data = bytearray() if data is None else data
+
+
 @attrs.define(slots=True, eq=False, repr=False)
 class Waker:
     """A socketpair: other threads write a byte to ``wsock`` to wake the loop, which waits on
@@ -1104,7 +1118,7 @@ def output_drained_nothing(protocol: object, conn: Connection):
 
 
 __all__ = [
-    "Loop", "Listener", "Connection", "Waker", "FileSegment", "Link", "Reading",
+    "Loop", "Listener", "Connection", "Input", "Waker", "FileSegment", "Link", "Reading",
     "process_ready", "buffer_input", "connection_made", "data_received", "output_drained",
     "deadline_passed", "connection_lost", "shutdown", "refuse_connection", "serving",
     "raise_fd_limit",

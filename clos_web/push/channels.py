@@ -1394,6 +1394,7 @@ def write_event_stream(obj: EventStream, conn: Connection):
     # ": ok" and "retry:" end with no blank line: the first event's block absorbs them
     body = b"".join([sse.preamble(retry)] + [e.raw for e in first])
     http.start_stream(sub, server.now)
+    conn.buf = http.buf  # the stream's bare input (the parser's Buffer is let go)
     server.enqueue(conn, head + (body if http10 else sse.chunk(body)))
     server.resume_reading(conn, always=True)  # to notice the client leaving, whatever is queued
     if sub.client is not None:

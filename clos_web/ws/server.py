@@ -53,7 +53,7 @@ from ..http import HTTPError, Request, json_bytes
 from ..http.head import header_block, response_head
 from ..http.server import close_stream, count_answer, write
 from ..loop.server import (
-    OPEN, Connection, connection_lost, data_received, deadline_passed, output_drained,
+    OPEN, Connection, Input, connection_lost, data_received, deadline_passed, output_drained,
     shutdown,
 )
 from ..push.broker import LOCAL, broker_present, vector_id
@@ -346,7 +346,7 @@ def write_websocket(ws: WebSocket, conn: Connection):
     conn.protocol = ws
     # the HTTP side is done with: its buffer becomes a bare one (what came behind the
     # handshake is kept), so an idle socket holds only what WebSocket needs
-    conn.buf = _Input(conn.buf.data)
+    conn.buf = Input(conn.buf.data)
     # process() sets the connection's deadline from the HTTP side's once this returns
     http.deadline = server.now + ws.ping_interval
     server.resume_reading(conn)
@@ -376,15 +376,6 @@ def _opened(ws: WebSocket, conn: Connection) -> None:
     else:
         server = conn.server
         server.flush(conn)
-
-
-class _Input:
-    """A WebSocket connection's input buffer: only the bytes (``data``) the loop appends to."""
-
-    __slots__ = ("data",)
-
-    def __init__(self, data: bytearray):
-        self.data = data
 
 
 def _fail(ws: WebSocket, conn: Connection, code: int, reason: str) -> None:
