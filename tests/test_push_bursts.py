@@ -8,6 +8,7 @@ once. Order, ids, the per-event generic and unsubscribing between two events sta
 from __future__ import annotations
 
 import re
+import socket
 import threading
 
 from clos_web import Accepted, App, Channels, channel, unsubscribe
@@ -53,9 +54,9 @@ def counting_push_each(server) -> list:
     calls = []
     real = server.push_each
 
-    def push_each(conns, data):
+    def push_each(conns, data, **kw):
         calls.append((len(conns), bytes(data)))
-        return real(conns, data)
+        return real(conns, data, **kw)
 
     server.push_each = push_each
     return calls
@@ -183,3 +184,35 @@ def test_a_websocket_subscriber_gets_a_burst_as_frames_in_order(serve):
         assert [g.split(b'"data":"')[1][:8] for g in got] == [b[:8] for b in bodies]
     plain.close()
     deflated.close()
+
+
+def test_a_burst_obeys_the_slow_consumer_cap_as_its_events_would_one_by_one(serve):
+    """A subscriber that does not read is closed once a burst's unsent rest passes the output
+    cap, as the same events sent one by one would have closed it: the queue never holds a
+    whole burst beyond the cap. (Events published from another thread in a row are fanned
+    out in one drain: one burst.)"""
+    hello = load_example("hello")
+    server = serve(hello.app, output_cap=64 * 1024)
+    stalled = socket.socket()
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stalled.settimeout(5)
+    stalled.connect(("127.0.0.1", server.port))
+    stalled.sendall(b"GET /sub/room HTTP/1.1\r\nHost: t\r\n\r\n")
+    wait_for(lambda: hello.channels.subscriber_count("room") == 1)
+    conn = next(c for c in list(server.conns) if getattr(c.protocol, "stream", None))
+    most = []
+    real = server.push_each
+
+    def push_each(conns, data, **kw):
+        real(conns, data, **kw)
+        most.append(conn.out_bytes if not conn.closed else 0)
+
+    server.push_each = push_each
+    for i in range(400):  # at most 6.4 MB, never read
+        hello.channels.publish("room", f"{i:03d}" + "x" * 16000)
+        if server.slow_consumers_closed:
+            break
+    # (the loop thread notes the queue after each push_each: wait for its note too)
+    wait_for(lambda: server.slow_consumers_closed == 1 and most)
+    assert max(most) <= 64 * 1024 + 16100  # the cap, or the rest of one event
+    stalled.close()

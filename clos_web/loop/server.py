@@ -827,12 +827,13 @@ class Loop:
         conn.out.append(data)
         conn.out_bytes += len(data)
 
-    def push(self, conn: Connection, data: bytes) -> bool:
+    def push(self, conn: Connection, data: bytes, burst: bool = False) -> bool:
         """Send ``data`` on a long-lived stream under the slow-consumer policy: a connection
         whose queue would pass ``limits.output_cap`` is closed (its client reconnects and
         resumes from history), so the queue holds at most the cap (or what is left of one
-        larger message). The common case, nothing queued, is one ``send``. Returns False when
-        the connection is (now) closed."""
+        larger message). ``burst``: ``data`` is several messages joined, so what the socket
+        does not take must fit the cap as they would have one by one. The common case,
+        nothing queued, is one ``send``. Returns False when the connection is (now) closed."""
         if conn.out or conn.state is not OPEN or conn.close_after:
             return self._push_queued(conn, data)
         try:
@@ -845,16 +846,21 @@ class Loop:
         self.bytes_sent += sent
         if sent != len(data):
             rest = memoryview(data)[sent:]
+            if burst and len(rest) > self.limits.output_cap:
+                self._close_slow(conn)
+                return False
             conn.out.append(rest)
             conn.out_bytes += len(rest)
             self._update_interest(conn)
         return True
 
-    def push_each(self, conns, data: bytes) -> None:
+    def push_each(self, conns, data: bytes, burst: bool = False) -> None:
         """:meth:`push` the same ``data`` to every connection of ``conns``, in one loop: the
-        fan-out of one message (one ``send`` per idle connection)."""
+        fan-out of one message, or of a burst of them joined (``burst``), one ``send`` per
+        idle connection."""
         size = len(data)
         total = 0
+        cap = self.limits.output_cap
         for conn in conns:
             if conn.out or conn.state is not OPEN or conn.close_after:
                 self._push_queued(conn, data)
@@ -869,6 +875,9 @@ class Loop:
             total += sent
             if sent != size:
                 rest = memoryview(data)[sent:]
+                if burst and size - sent > cap:
+                    self._close_slow(conn)
+                    continue
                 conn.out.append(rest)
                 conn.out_bytes += len(rest)
                 self._update_interest(conn)
@@ -878,13 +887,17 @@ class Loop:
         if conn.state is not OPEN or conn.close_after:
             return False
         if conn.out_bytes + len(data) > self.limits.output_cap:
-            log.info("closing slow consumer %s (%d bytes queued)", conn.addr, conn.out_bytes)
-            self.slow_consumers_closed += 1
-            self.close(conn)
+            self._close_slow(conn)
             return False
         conn.out.append(data)
         conn.out_bytes += len(data)
         return True
+
+    def _close_slow(self, conn: Connection) -> None:
+        """The slow-consumer policy's end: close ``conn``, count it."""
+        log.info("closing slow consumer %s (%d bytes queued)", conn.addr, conn.out_bytes)
+        self.slow_consumers_closed += 1
+        self.close(conn)
 
     def close_when_sent(self, conn: Connection) -> None:
         """Close ``conn`` once its output is sent (our side is shut first, and the input

@@ -209,8 +209,12 @@ class Batch(list):
         the slow-consumer policy (``server.push_each``). A batch whose members need bytes of
         their own overrides this."""
         queued, self.queued = self.queued, None
-        if queued and self:
-            self[0].server.push_each(self, queued[0] if len(queued) == 1 else b"".join(queued))
+        if not queued or not self:
+            return
+        if len(queued) == 1:
+            self[0].server.push_each(self, queued[0])
+        else:
+            self[0].server.push_each(self, b"".join(queued), burst=True)
 
 
 def _send_queued(batches) -> None:

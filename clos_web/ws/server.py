@@ -548,7 +548,7 @@ class WSDeflateBatch(WebSocketBatch):
             data = joined.get(key)
             if data is None:
                 data = joined[key] = b"".join([m.frame(protocol) for m in messages])
-            conn.server.push(conn, data)
+            conn.server.push(conn, data, burst=len(messages) > 1)
 
 
 class WSVectorBatch(WebSocketBatch):
