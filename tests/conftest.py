@@ -123,6 +123,17 @@ def request(server, data: bytes, head_only: bool = False, timeout: float = 5.0):
         return Reader(sock).read_response(head_only)
 
 
+def stalled_stream(server, target: str, rcvbuf: int = 4096) -> socket.socket:
+    """Open a stream on ``target`` (``GET``) with a small receive buffer, and never read it:
+    a slow consumer."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.settimeout(5)
+    sock.connect(("127.0.0.1", server.port))
+    sock.sendall(f"GET {target} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+    return sock
+
+
 def wait_for(predicate, timeout: float = 5.0, interval: float = 0.01):
     """Poll ``predicate`` until true; fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout

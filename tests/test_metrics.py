@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 import time
 
 import pytest
@@ -13,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from clos_web.ops import metrics as ops_metrics
 
-from conftest import Reader, connect, load_example, request, wait_for
+from conftest import Reader, connect, load_example, request, stalled_stream, wait_for
 from ws_raw import WSClient
 
 prometheus_client = pytest.importorskip("prometheus_client")
@@ -122,11 +121,7 @@ def test_bytes_sent_counts_what_the_client_read(serve):
 def test_a_slow_consumer_closed_is_counted(serve):
     hello = load_example("hello")
     server = serve(hello.app, output_cap=64 * 1024)
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.settimeout(5)
-    sock.connect(("127.0.0.1", server.port))
-    sock.sendall(b"GET /sub/slow HTTP/1.1\r\nHost: t\r\n\r\n")
+    sock = stalled_stream(server, "/sub/slow")
     wait_for(lambda: hello.channels.subscriber_count("slow") == 1)
     for _ in range(200):  # never read: the queue passes the cap and the stream is closed
         hello.channels.publish("slow", "x" * 16384)

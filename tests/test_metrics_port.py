@@ -218,9 +218,9 @@ def test_one_process_listens_on_the_metrics_port_too(spawn, tmp_path):  # noqa: 
 
 def test_a_metrics_port_in_use_is_one_line_and_exit_1():
     with socket.socket() as holder:
-        holder.bind(("127.0.0.1", 0))
+        held = free_ports(2) + 1  # the port below it free too: worker 1's in the second run
+        holder.bind(("127.0.0.1", held))
         holder.listen()
-        held = holder.getsockname()[1]
         one = run_cli("examples.hello:app", "--port", str(free_port()), "--metrics-port",
                       str(held))
         assert one.returncode == 1, one.stderr

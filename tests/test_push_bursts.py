@@ -8,14 +8,13 @@ once. Order, ids, the per-event generic and unsubscribing between two events sta
 from __future__ import annotations
 
 import re
-import socket
 import threading
 
 from clos_web import Accepted, App, Channels, channel, unsubscribe
 from clos_web.http.server import write
 from clos_web.push.channels import Event, SSEBatch
 
-from conftest import Reader, connect, load_example, wait_for
+from conftest import Reader, connect, load_example, stalled_stream, wait_for
 from ws_raw import WSClient
 
 def sse(server, path: str, last_id: str | None = None) -> Reader:
@@ -193,11 +192,7 @@ def test_a_burst_obeys_the_slow_consumer_cap_as_its_events_would_one_by_one(serv
     out in one drain: one burst.)"""
     hello = load_example("hello")
     server = serve(hello.app, output_cap=64 * 1024)
-    stalled = socket.socket()
-    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    stalled.settimeout(5)
-    stalled.connect(("127.0.0.1", server.port))
-    stalled.sendall(b"GET /sub/room HTTP/1.1\r\nHost: t\r\n\r\n")
+    stalled = stalled_stream(server, "/sub/room")
     wait_for(lambda: hello.channels.subscriber_count("room") == 1)
     conn = next(c for c in list(server.conns) if getattr(c.protocol, "stream", None))
     most = []
