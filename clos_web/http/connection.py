@@ -211,7 +211,7 @@ class HTTPConnection:
         wire = response._wire
         if wire is None:
             wire = _wire(response)
-        if response._closes and self.state is not State.STREAM:
+        if response._closes:
             self.keep_alive = False
         return self.encode_fields(response.status, wire, response.body)
 

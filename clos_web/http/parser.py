@@ -11,10 +11,8 @@ how far it has already searched for the end of the head, so byte-at-a-time input
 from __future__ import annotations
 
 import re
-from typing import Callable
+from typing import Any, Callable
 from urllib.parse import parse_qs
-
-from typing import Any
 
 import attrs
 

@@ -24,7 +24,7 @@ import time
 from ..http.parser import Request
 from ..http.server import answered
 from ..loop.server import Connection
-from .metrics import _route_of
+from .metrics import _template
 
 _state = {"method": None, "fmt": "json", "logger": None, "offset": 0.0}
 
@@ -47,12 +47,13 @@ def disable() -> None:
 
 
 def log_answer(conn: Connection, request: Request):
-    """The ``after`` method on ``answered`` that :func:`enable` adds. It is specialised on
-    ``Request``, more specific than the metrics' method on ``(Connection, object)``: a method
-    with the same specialisers would *replace* that one (as in CLOS), and after methods run
-    most specific last, so the metrics have recorded this answer when it runs."""
+    """The ``after`` method on ``answered`` that :func:`enable` adds, after ``answered``'s own
+    method has counted the answer. Specialised on ``Request``, not ``object``: a method with
+    the same specialisers *replaces* another (as in CLOS), so a user's after method on
+    ``(Connection, object)`` would otherwise be lost on ``enable`` and stay lost after
+    ``disable``."""
     server = conn.server
-    route = _route_of(server.app, request)
+    route = _template(request.route)
     began = getattr(conn.protocol, "deferred_at", None)
     duration = 0.0 if began is None else server.now - began
     addr = conn.addr

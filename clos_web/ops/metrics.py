@@ -55,7 +55,7 @@ import attrs
 
 from ..http.connection import HTTPConnection, State
 from ..http.head import Response
-from ..http.server import COUNTED_METHODS, Server, answered_later, write
+from ..http.server import Server, answered_later, write
 from ..loop.server import Connection, serving
 
 log = logging.getLogger("clos_web.ops")
@@ -191,7 +191,7 @@ class ServerMetrics:
         request counts 0 s (the first bucket), one answered later its measured time."""
         per_route: dict = {}
         for route, _, _, n in self.answers():
-            name = route.path if route is not None else _UNMATCHED
+            name = _template(route)
             per_route[name] = per_route.get(name, 0) + n
         out = {}
         for name, n in per_route.items():
@@ -258,19 +258,17 @@ def serving_metrics(server: Server):
 @answered_later.after
 def time_answered_later(conn: Connection, request: object, seconds: object):
     m = metrics_of(conn.server)
-    route = request.route
-    name = route.path if route is not None else _UNMATCHED
+    name = _template(request.route)
     hist = m.later.get(name)
     if hist is None:
         hist = m.later[name] = Histogram(DURATION_BUCKETS)
     hist.observe(seconds)
 
 
-def _route_of(app, request) -> str:
-    """The template of the route that answered ``request`` (``(unmatched)`` if none): the
-    app records the route it found on the request (``request.route``)."""
-    found = getattr(request, "route", None)
-    return found.path if found is not None else _UNMATCHED
+def _template(route) -> str:
+    """The template of ``route`` (the route that answered a request: the app records it as
+    ``request.route``), ``(unmatched)`` for None."""
+    return route.path if route is not None else _UNMATCHED
 
 
 # --------------------------------------------------------------------------------------------
