@@ -1,12 +1,20 @@
-"""Connection setup stays cheap in system calls: a new stream is one registration with the
-selector and one send, and every accepted socket has TCP_NODELAY without a call of its own."""
+"""Connection setup stays cheap: a new stream is one registration with the poller and one
+send, every accepted socket has TCP_NODELAY without a call of its own; the pollers (epoll with
+one dict entry per socket, selectors elsewhere) serve alike; an idle stream holds no buffer."""
 
 from __future__ import annotations
 
 import socket
 import threading
 
-from conftest import Reader, connect, load_example, wait_for
+import pytest
+
+from clos_web import Limits, Response
+from clos_web.http.server import Server
+from clos_web.loop.server import (DISCARD, EVENT_READ, EVENT_WRITE, EpollPoller,
+                                  SelectorsPoller)
+
+from conftest import Reader, connect, load_example, request, wait_for
 
 
 class CountingSelector:
@@ -75,3 +83,115 @@ def test_every_accepted_connection_has_nodelay(serve):
                for c in list(server.conns))
     for s in socks:
         s.close()
+
+
+def _read_until(reader: Reader, marker: bytes) -> bytes:
+    while marker not in reader.data:
+        if not reader._fill():
+            raise EOFError(f"closed before {marker!r}; got {reader.data!r}")
+    return reader.data
+
+
+# --------------------------------------------------------------------------------------------
+# The poller: epoll and one dict entry per socket (selectors where there is no epoll)
+
+
+@pytest.mark.parametrize("poller", [EpollPoller, SelectorsPoller])
+def test_either_poller_serves_requests_streams_and_large_answers(poller):
+    """The loop over either poller: keep-alive requests, a stream and its events, and an
+    answer larger than the socket takes at once (write interest on and off)."""
+    hello = load_example("hello")
+    big = b"x" * (16 << 20)
+    hello.app.get("/big")(lambda: Response(big, content_type="application/octet-stream"))
+    server = Server(hello.app, "127.0.0.1", 0, Limits(), poller=poller).start()
+    try:
+        assert type(server.selector) is poller
+        with connect(server) as sock:
+            reader = Reader(sock)
+            for _ in range(3):
+                sock.sendall(b"GET /plaintext HTTP/1.1\r\nHost: t\r\n\r\n")
+                assert reader.read_response()[2] == b"Hello, World!"
+        stream = connect(server)
+        stream.sendall(b"GET /sub/room HTTP/1.1\r\nHost: t\r\n\r\n")
+        events = Reader(stream)
+        assert events.read_head()[0] == 200
+        wait_for(lambda: hello.channels.subscriber_count("room") == 1)
+        with connect(server) as slow:
+            slow.sendall(b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n")
+            # the client reads nothing yet: the server fills the socket and waits to write
+            wait_for(lambda: any(c.out_bytes and c.events & EVENT_WRITE
+                                 for c in list(server.conns)))
+            status, _, body = Reader(slow).read_response()
+            assert status == 200 and body == big
+        request(server, b"POST /pub/room HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello")
+        assert b"data: hello" in _read_until(events, b"data: hello")
+        stream.close()
+        wait_for(lambda: hello.channels.subscriber_count("room") == 0)
+    finally:
+        server.stop(2)
+    assert server.stopped.is_set()
+
+
+def test_the_epoll_poller_reports_a_hang_up_as_what_the_socket_waits_for():
+    poller = EpollPoller()
+    a, b = socket.socketpair()
+    c, d = socket.socketpair()
+    try:
+        poller.register(a, EVENT_READ, "reader")
+        poller.register(c, EVENT_WRITE, "writer")
+        b.close()
+        d.close()
+        ready = dict(poller.select(0))
+        assert ready == {"reader": EVENT_READ, "writer": EVENT_WRITE}
+        with pytest.raises(KeyError):
+            poller.modify(b"not registered".__len__(), EVENT_READ, "x")
+        poller.unregister(a)
+        with pytest.raises(KeyError):
+            poller.unregister(a)
+        assert dict(poller.select(0)) == {"writer": EVENT_WRITE} and len(poller) == 1
+    finally:
+        poller.close()
+        a.close()
+        c.close()
+
+
+def test_the_epoll_poller_returns_at_most_maxevents_and_the_rest_next_time():
+    poller = EpollPoller(maxevents=2)
+    pairs = [socket.socketpair() for _ in range(5)]
+    try:
+        for i, (a, b) in enumerate(pairs):
+            poller.register(a, EVENT_READ, i)
+            b.send(b"x")
+        first = poller.select(0)
+        assert len(first) == 2
+        assert len(poller.select(0, 10)) == 5  # (level-triggered: still ready)
+    finally:
+        poller.close()
+        for a, b in pairs:
+            a.close()
+            b.close()
+
+
+def test_an_idle_stream_keeps_no_input_buffer_and_no_output_list(serve):
+    """What an idle stream holds: its input is the shared DISCARD (what its client sends is
+    dropped: the stream goes on), its output queue the shared empty tuple."""
+    hello = load_example("hello")
+    server = serve(hello.app)
+    streams = [connect(server) for _ in range(3)]
+    for sock in streams:
+        sock.sendall(b"GET /sub/room HTTP/1.1\r\nHost: t\r\n\r\n")
+    readers = [Reader(sock) for sock in streams]
+    assert all(r.read_head()[0] == 200 for r in readers)
+    wait_for(lambda: hello.channels.subscriber_count("room") == 3)
+    conns = [c for c in list(server.conns) if getattr(c.protocol, "stream", None)]
+    assert len(conns) == 3
+    # (the loop may still be between its send and forgetting what it sent)
+    wait_for(lambda: [(c.buf is DISCARD, c.protocol.buf is DISCARD, c.out) for c in conns]
+             == [(True, True, ())] * 3)
+    streams[0].sendall(b"chatter the stream ignores" * 100)
+    request(server, b"POST /pub/room HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nhi")
+    for r in readers:
+        assert b"data: hi" in _read_until(r, b"data: hi")
+    assert DISCARD.data == b"" and hello.channels.subscriber_count("room") == 3
+    for sock in streams:
+        sock.close()

@@ -26,7 +26,7 @@ from typing import Any
 
 import attrs
 
-from ..loop.server import Input
+from ..loop.server import DISCARD
 from .errors import HTTPError, RequestTimeout
 from .head import (
     _SERVER, Response, _has_body, _wire, connection_field, date_line, head_end, response_head,
@@ -250,9 +250,10 @@ class HTTPConnection:
         read as requests, and the connection closes when the stream ends."""
         self.state = State.STREAM
         self.stream = stream
-        # nothing more is parsed: the parser's Buffer goes, a bare one keeps the bytes (the
-        # caller points the connection's ``buf`` at it too: an idle stream stays small)
-        self.buf = Input(self.buf.data)
+        # nothing more is parsed or kept: the parser's Buffer goes, for the shared input that
+        # keeps nothing (the caller points the connection's ``buf`` at it too: an idle stream
+        # holds no buffer)
+        self.buf = DISCARD
         self.keep_alive = False
         self.request = None
         idle = self.limits.stream_idle_timeout

@@ -1,6 +1,7 @@
-"""The ``loop`` layer: one ``selectors`` loop, transport only.
+"""The ``loop`` layer: one event loop, transport only.
 
-:class:`Loop` waits on the selector and hands each ready object to the generic function
+:class:`Loop` waits on its poller (:class:`EpollPoller` on Linux: epoll and one dict entry per
+socket; :class:`SelectorsPoller`, the ``selectors`` module, elsewhere) and hands each ready object to the generic function
 ``process_ready(ready, server, events)``, which specialises on what is ready: the
 :class:`Listener` (accept), a :class:`Connection` (read, or write what is queued), the
 :class:`Waker` (run callables handed over by other threads), or any object of yours registered
@@ -10,7 +11,7 @@ go to its *protocol* object (``conn.protocol``; HTTP's is
 protocol answers through the transport's API (``send``, ``push``, ``close_when_sent``,
 ``set_deadline``, ``pause_reading``...).
 
-What the loop owns: the selector; its listening sockets (the first from ``bind()``, more with
+What the loop owns: the poller; its listening sockets (the first from ``bind()``, more with
 ``listen()``: one per port, all serving the same protocol); accepting (in batches until the
 kernel has no more); each connection's output queue, flushed with
 ``send``/``sendmsg``/``os.sendfile``, with write interest while output waits and the
@@ -29,6 +30,7 @@ import heapq
 import logging
 import os
 import resource
+import select
 import selectors
 import signal
 import socket
@@ -128,6 +130,169 @@ class Input:
         self.data = bytearray() if data is None else data
 
 
+class _Dropped(bytearray):
+    """A bytearray that keeps nothing added to it."""
+
+    __slots__ = ()
+
+    def __iadd__(self, other):
+        return self
+
+    def extend(self, other) -> None:
+        pass
+
+    def append(self, item) -> None:
+        pass
+
+
+#: The input of connections whose bytes nobody reads any more (a stream: its input only
+#: tells that the client left): one for all of them, it keeps nothing appended to it, so an
+#: idle stream holds no buffer of its own.
+#:
+#: >>> DISCARD.data += b"ignored"; DISCARD.data
+#: bytearray(b'')
+DISCARD = Input(_Dropped())
+
+
+# --------------------------------------------------------------------------------------------
+# Readiness: which watched sockets can be read or written now
+
+
+_GONE = object()
+
+
+class EpollPoller:
+    """The loop's poller on Linux: ``select.epoll`` and one dict, ``{fd: object}``.
+
+    The same calls as a ``selectors`` selector (``register(fileobj, events, data)``,
+    ``modify``, ``unregister``, ``close``), but ``select(timeout)`` returns ``(data, mask)``
+    pairs, and a watched socket costs one dict entry (a selector keeps a ``SelectorKey``
+    tuple per socket as well: about 100 bytes of each idle connection). The mask is
+    ``EVENT_READ``/``EVENT_WRITE``; an error or hang-up makes a socket ready for what it is
+    watched for, so its next read or write tells what happened. Unregister a socket before
+    closing it. At most ``maxevents`` are returned per call (the rest are still ready at the
+    next).
+
+    >>> import socket
+    >>> poller, (a, b) = EpollPoller(), socket.socketpair()
+    >>> poller.register(a, EVENT_READ, "a's object"); b.send(b"x")
+    1
+    >>> poller.select(0), len(poller)
+    ([("a's object", 1)], 1)
+    >>> poller.unregister(a); poller.close(); a.close(); b.close()
+    """
+
+    __slots__ = ("_epoll", "_objs", "_interest", "maxevents")
+
+    def __init__(self, maxevents: int = 1024):
+        self._epoll = select.epoll()
+        self._objs: dict = {}        # fd -> the object process_ready is called with
+        self._interest: dict = {}    # fd -> events, only where not EVENT_READ alone
+        self.maxevents = maxevents
+
+    def __len__(self) -> int:
+        return len(self._objs)
+
+    def register(self, fileobj, events: int, data=None) -> None:
+        fd = fileobj if fileobj.__class__ is int else fileobj.fileno()
+        self._epoll.register(fd, _TO_EPOLL[events])  # (FileExistsError if it is watched)
+        self._objs[fd] = data
+        if events != EVENT_READ:
+            self._interest[fd] = events
+
+    def modify(self, fileobj, events: int, data=None) -> None:
+        fd = fileobj if fileobj.__class__ is int else fileobj.fileno()
+        if fd not in self._objs:
+            raise KeyError(f"{fileobj!r} is not registered")
+        self._epoll.modify(fd, _TO_EPOLL[events])
+        self._objs[fd] = data
+        if events == EVENT_READ:
+            self._interest.pop(fd, None)
+        else:
+            self._interest[fd] = events
+
+    def unregister(self, fileobj) -> None:
+        fd = fileobj if fileobj.__class__ is int else fileobj.fileno()
+        del self._objs[fd]  # (KeyError if it is not watched)
+        self._interest.pop(fd, None)
+        try:
+            self._epoll.unregister(fd)
+        except OSError:  # (closed already: the kernel forgot it)
+            pass
+
+    def select(self, timeout: float | None = None, maxevents: int | None = None) -> list:
+        """``(data, mask)`` for every watched socket ready now, waiting up to ``timeout``
+        seconds (``None``: until one is). The objects are looked up before any is handled,
+        as a selector does: a descriptor closed and reused meanwhile still reaches the object
+        it was ready for."""
+        objs = self._objs
+        ready = []
+        for fd, ev in self._epoll.poll(-1 if timeout is None else timeout,
+                                       maxevents or self.maxevents):
+            data = objs.get(fd, _GONE)
+            if data is _GONE:
+                continue
+            if ev < 8:  # EPOLLIN 1, EPOLLOUT 4: only what was asked for
+                ready.append((data, _FROM_EPOLL[ev]))
+            else:       # an error or hang-up: ready for whatever the socket is watched for
+                mask = ((EVENT_WRITE if ev & ~select.EPOLLIN else 0)
+                        | (EVENT_READ if ev & ~select.EPOLLOUT else 0))
+                mask &= self._interest.get(fd, EVENT_READ)
+                if mask:
+                    ready.append((data, mask))
+        return ready
+
+    def close(self) -> None:
+        self._epoll.close()
+        self._objs.clear()
+        self._interest.clear()
+
+
+class SelectorsPoller:
+    """The loop's poller where there is no epoll: the ``selectors`` module's best selector,
+    with :class:`EpollPoller`'s ``select`` (``(data, mask)`` pairs).
+
+    >>> import socket
+    >>> poller, (a, b) = SelectorsPoller(), socket.socketpair()
+    >>> poller.register(a, EVENT_READ, "a's object"); b.send(b"x")
+    1
+    >>> poller.select(0), len(poller)
+    ([("a's object", 1)], 1)
+    >>> poller.unregister(a); poller.close(); a.close(); b.close()
+    """
+
+    __slots__ = ("_selector",)
+
+    def __init__(self):
+        self._selector = selectors.DefaultSelector()
+
+    def __len__(self) -> int:
+        return len(self._selector.get_map())
+
+    def register(self, fileobj, events: int, data=None) -> None:
+        self._selector.register(fileobj, events, data)
+
+    def modify(self, fileobj, events: int, data=None) -> None:
+        self._selector.modify(fileobj, events, data)
+
+    def unregister(self, fileobj) -> None:
+        self._selector.unregister(fileobj)
+
+    def select(self, timeout: float | None = None, maxevents: int | None = None) -> list:
+        return [(key.data, mask) for key, mask in self._selector.select(timeout)]
+
+    def close(self) -> None:
+        self._selector.close()
+
+
+if hasattr(select, "epoll"):
+    _TO_EPOLL = (0, select.EPOLLIN, select.EPOLLOUT, select.EPOLLIN | select.EPOLLOUT)
+    _FROM_EPOLL = (0, EVENT_READ, 0, 0, EVENT_WRITE, EVENT_READ | EVENT_WRITE, 0, 0)
+    DefaultPoller = EpollPoller
+else:
+    DefaultPoller = SelectorsPoller
+
+
 @attrs.define(slots=True, eq=False, repr=False)
 class Waker:
     """A socketpair: other threads write a byte to ``wsock`` to wake the loop, which waits on
@@ -187,7 +352,9 @@ class Connection:
     addr: Any = None
     protocol: Any = None
     buf: Any = None
-    out: list = attrs.field(factory=list)  # bytes, memoryviews and FileSegments, in order
+    # bytes, memoryviews and FileSegments, in order: a list while anything is queued, the
+    # shared empty tuple when nothing is (an idle connection keeps no list of its own)
+    out: Any = ()
     out_bytes: int = 0
     events: int = EVENT_READ
     state: Link = OPEN
@@ -230,6 +397,7 @@ def drop_sent(out: list, sent: int) -> bool:
 
 
 _current = threading.local()
+_intern = sys.intern
 
 
 def current_loop():
@@ -347,7 +515,8 @@ def raise_fd_limit() -> int:
 
 @attrs.define(slots=False, eq=False, repr=False, kw_only=True)
 class Loop:
-    """One event loop: a selector, its listening sockets, its connections, timers.
+    """One event loop: a poller (``selector``; ``poller`` is its class, :data:`DefaultPoller`
+    unless given), its listening sockets, its connections, timers.
 
     ``limits`` is any object with ``output_cap``, ``max_connections``,
     ``max_connections_per_client`` and ``linger_timeout`` (the HTTP server passes its
@@ -365,7 +534,8 @@ class Loop:
     freeze_gc: bool = True
     gc_full_every: float = 300.0
 
-    selector: selectors.BaseSelector | None = None
+    poller: Any = None  # the poller's class (DefaultPoller: EpollPoller on Linux)
+    selector: Any = None  # the poller itself, made by bind()
     listeners: list = attrs.field(factory=list)  # the first is bind()'s (self.listener)
     waker: Waker | None = None
     conns: set = attrs.field(factory=set)
@@ -408,7 +578,7 @@ class Loop:
         if self.selector is not None:
             return self
         sock = _listening_socket(self.host, self.port, self.reuse_port, self.backlog)
-        self.selector = selectors.DefaultSelector()
+        self.selector = (self.poller or DefaultPoller)()
         listener = Listener(sock, self, sock.getsockname())
         self.port = listener.address[1]
         self.listeners.append(listener)
@@ -629,8 +799,7 @@ class Loop:
                 timeout = max(0.0, min(timeout, 1.0))
             events = select(timeout)
             self.now = now = time.monotonic()
-            for key, mask in events:
-                ready = key.data
+            for ready, mask in events:
                 try:
                     process_ready(ready, self, mask)
                 except Exception:
@@ -672,14 +841,14 @@ class Loop:
         for listener in self.listeners:
             if self.accepting:  # (not at the connection cap)
                 self.accept(listener)
-        for key, mask in self.selector.select(0):
-            if not isinstance(key.data, Listener):
+        for ready, mask in self.selector.select(0, len(self.conns) + 16):
+            if not isinstance(ready, Listener):
                 try:
-                    process_ready(key.data, self, mask)
+                    process_ready(ready, self, mask)
                 except Exception:
                     log.exception("process_ready failed")
-                    if key.data.__class__ is Connection:
-                        self.close(key.data)
+                    if ready.__class__ is Connection:
+                        self.close(ready)
         self._pause_accepting()
         for listener in self.listeners:
             listener.sock.close()
@@ -766,6 +935,9 @@ class Loop:
                     continue
                 raise
             csock.setblocking(False)
+            if addr.__class__ is tuple and len(addr) == 2:
+                # (the host's text shared by its connections, not a copy each: 58 bytes)
+                addr = (_intern(addr[0]), addr[1])
             if per_client is not None and not self._count_client(addr, per_client):
                 try:
                     refuse_connection(self, csock)
@@ -824,7 +996,10 @@ class Loop:
         :meth:`flush` sends it."""
         if conn.state is not OPEN or conn.close_after:
             return
-        conn.out.append(data)
+        if conn.out:
+            conn.out.append(data)
+        else:
+            conn.out = [data]
         conn.out_bytes += len(data)
 
     def push(self, conn: Connection, data: bytes, burst: bool = False) -> bool:
@@ -849,7 +1024,7 @@ class Loop:
             if burst and len(rest) > self.limits.output_cap:
                 self._close_slow(conn)
                 return False
-            conn.out.append(rest)
+            conn.out = [rest]
             conn.out_bytes += len(rest)
             self._update_interest(conn)
         return True
@@ -878,7 +1053,7 @@ class Loop:
                 if burst and size - sent > cap:
                     self._close_slow(conn)
                     continue
-                conn.out.append(rest)
+                conn.out = [rest]
                 conn.out_bytes += len(rest)
                 self._update_interest(conn)
         self.bytes_sent += total
@@ -889,7 +1064,10 @@ class Loop:
         if conn.out_bytes + len(data) > self.limits.output_cap:
             self._close_slow(conn)
             return False
-        conn.out.append(data)
+        if conn.out:
+            conn.out.append(data)
+        else:
+            conn.out = [data]
         conn.out_bytes += len(data)
         return True
 
@@ -938,7 +1116,7 @@ class Loop:
             self.bytes_sent += sent
             if sent == conn.out_bytes:  # the whole queue went (the common case)
                 conn.out_bytes = 0
-                out.clear()
+                conn.out = out = ()
                 break
             conn.out_bytes -= sent
             if not drop_sent(out, sent):
@@ -1004,9 +1182,9 @@ class Loop:
         for item in conn.out:
             if item.__class__ is FileSegment:
                 item.close()
-        conn.out.clear()
+        conn.out = ()
         conn.out_bytes = 0
-        if conn.buf is not None:
+        if conn.buf is not None and conn.buf is not DISCARD:
             conn.buf.data = bytearray()
         if conn in self.conns:
             self.conns.discard(conn)
@@ -1131,7 +1309,8 @@ def output_drained_nothing(protocol: object, conn: Connection):
 
 
 __all__ = [
-    "Loop", "Listener", "Connection", "Input", "Waker", "FileSegment", "Link", "Reading",
+    "Loop", "Listener", "Connection", "Input", "DISCARD", "EpollPoller", "SelectorsPoller",
+    "DefaultPoller", "Waker", "FileSegment", "Link", "Reading",
     "process_ready", "buffer_input", "connection_made", "data_received", "output_drained",
     "deadline_passed", "connection_lost", "shutdown", "refuse_connection", "serving",
     "raise_fd_limit",
