@@ -256,6 +256,8 @@ class App:
                 layers = layers + mounted.middleware
         guard = route.guard
         if guard is None:
+            if not layers and not route.blocking:
+                return route.invoke(request, conn, values)  # no layer to chain: the call itself
             call = _chain(layers, lambda r: route.invoke(r, conn, values))
         else:
             def guarded(r):
