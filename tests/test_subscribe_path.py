@@ -6,11 +6,18 @@ from __future__ import annotations
 
 import enum
 
+import pytest
 from hypothesis import given, settings, strategies as st
 
-from clos_web import App, HTTPError, ParamError, Request, parse_param
+from clos_web import (
+    App, Channels, Connection, EventStream, HTTPError, ParamError, Request, channel, parse_param,
+    respond, write,
+)
 from clos_web.clos import call_next_method
-from clos_web.http import parse
+from clos_web.http import header_block, parse, response_head
+from clos_web.push.broker import LocalBroker, broker_join
+
+from conftest import Reader, connect, request, wait_for
 
 
 class Odd(int):
@@ -127,3 +134,129 @@ def test_the_path_plan_sees_a_method_added_after_the_handler_was_declared():
         parse_param.remove_method(parse_param_odd_seen)
     assert get("/two/7/red") == ["two", 7, Colour.RED] and get("/odd/1") == ["odd", 1]
     assert seen == ["5", "9"]
+
+
+# -- the stream's head and join -----------------------------------------------------------------
+
+_SSE = [("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache"),
+        ("X-Accel-Buffering", "no")]
+
+
+def _stream_app(registry):
+    app = App()
+
+    @app.get("/sub/{name}")
+    @channel(registry)
+    def sub(name: str):
+        return name
+
+    @app.get("/tagged/{name}")
+    def tagged(name: str):
+        return EventStream(name, registry=registry, headers=[("X-Room", name)])
+
+    return app
+
+
+def _without_date(head: bytes) -> list:
+    return [line for line in head.split(b"\r\n") if not line.startswith(b"Date: ")]
+
+
+def _head_of(server, data: bytes) -> bytes:
+    with connect(server) as sock:
+        sock.sendall(data)
+        reader = Reader(sock)
+        while b"\r\n\r\n" not in reader.data:
+            assert reader._fill()
+        return reader.data.partition(b"\r\n\r\n")[0] + b"\r\n\r\n"
+
+
+@pytest.mark.parametrize("data, expected", [
+    (b"GET /sub/a HTTP/1.1\r\nHost: t\r\n\r\n",
+     dict(chunked=True)),
+    (b"GET /sub/a HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+     dict(chunked=True, keep_alive=False)),
+    (b"GET /sub/a HTTP/1.0\r\n\r\n",
+     dict(keep_alive=False, http10=True)),
+    (b"GET /tagged/a HTTP/1.1\r\nHost: t\r\n\r\n",
+     dict(chunked=True, extra=[("X-Room", "a")])),
+    (b"HEAD /sub/a HTTP/1.1\r\nHost: t\r\n\r\n",
+     dict(chunked=True)),
+])
+def test_a_streams_head_is_what_the_one_head_writer_writes(serve, data, expected):
+    """The head made once a second for streams without headers of their own is the head the
+    head writer makes for this request (its Connection field too), byte for byte but the
+    Date."""
+    server = serve(_stream_app(Channels()))
+    extra = expected.pop("extra", [])
+    want = response_head(200, header_block(_SSE + extra), **expected)
+    for _ in range(2):  # a second time from the cache
+        assert _without_date(_head_of(server, data)) == _without_date(want)
+
+
+def test_a_stream_keeps_no_copy_of_its_channels_name(serve):
+    """Each subscriber's request brings its own copy of the channel's name; the stream keeps
+    the channel's one instead (an idle stream costs less)."""
+    registry = Channels()
+    server = serve(_stream_app(registry))
+    socks = [connect(server) for _ in range(3)]
+    try:
+        for sock in socks:
+            sock.sendall(b"GET /sub/room%2D1 HTTP/1.1\r\nHost: t\r\n\r\n")
+            assert Reader(sock).read_head()[0] == 200
+        wait_for(lambda: registry.subscriber_count("room-1") == 3)
+        name = registry.channel("room-1").name
+        streams = [c.protocol.stream for c in list(server.conns)
+                   if getattr(c.protocol, "stream", None) is not None]
+        assert len(streams) == 3
+        assert all(s.names == ["room-1"] and s.names[0] is name for s in streams)
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def test_every_generic_on_a_new_subscribers_path_is_called(serve):
+    """respond, parse_param, write (the EventStream) and broker_join each see the subscriber:
+    none of the shortcuts goes around them."""
+    registry = Channels()
+
+    class Audited(App):
+        pass
+
+    app = Audited()
+    app.get("/sub/{name}")(channel(registry)(lambda name: name))
+    seen = []
+
+    def around_respond(app_: Audited, request: Request, conn):
+        seen.append(("respond", request.path))
+        return call_next_method()
+
+    def around_parse(kind: type[str], raw: str, bound):
+        seen.append(("parse_param", raw))
+        return call_next_method()
+
+    def around_write(obj: EventStream, conn: Connection):
+        seen.append(("write", tuple(obj.channels)))
+        return call_next_method()
+
+    def around_join(broker: LocalBroker, reg: object, sub, last_id, budget):
+        if reg is registry:
+            seen.append(("broker_join", tuple(sub.names), last_id))
+        return call_next_method()
+
+    added = [(respond, around_respond), (parse_param, around_parse), (write, around_write),
+             (broker_join, around_join)]
+    for gf, fn in added:
+        gf.around(fn)
+    try:
+        server = serve(app)
+        for last in (None, "x-1"):
+            with connect(server) as sock:
+                resume = b"" if last is None else b"Last-Event-ID: %s\r\n" % last.encode()
+                sock.sendall(b"GET /sub/lobby HTTP/1.1\r\nHost: t\r\n%s\r\n" % resume)
+                assert Reader(sock).read_head()[0] == 200
+                wait_for(lambda: ("broker_join", ("lobby",), last) in seen)
+        assert [k for k, *_ in seen] == ["respond", "parse_param", "write", "broker_join"] * 2
+        assert ("write", ("lobby",)) in seen and ("parse_param", "lobby") in seen
+    finally:
+        for gf, fn in reversed(added):
+            gf.remove_method(fn)
