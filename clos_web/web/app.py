@@ -255,9 +255,11 @@ class App:
             if mounted.middleware:
                 layers = layers + mounted.middleware
         guard = route.guard
+        if not layers and not route.blocking:  # nothing to chain: the calls themselves
+            if guard is not None:
+                guard(request)
+            return route.invoke(request, conn, values)
         if guard is None:
-            if not layers and not route.blocking:
-                return route.invoke(request, conn, values)  # no layer to chain: the call itself
             call = _chain(layers, lambda r: route.invoke(r, conn, values))
         else:
             def guarded(r):
