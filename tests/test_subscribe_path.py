@@ -17,7 +17,7 @@ from clos_web.clos import call_next_method
 from clos_web.http import header_block, parse, response_head
 from clos_web.push.broker import LocalBroker, broker_join
 
-from conftest import Reader, connect, request, wait_for
+from conftest import Reader, connect, wait_for
 
 
 class Odd(int):
