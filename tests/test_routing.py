@@ -126,3 +126,81 @@ def test_lookups_leave_no_trace_of_client_paths():
             except HTTPError:
                 pass
     assert repr(router) == before
+
+
+# -- the greedy descent gives exactly the walk's answer ---------------------------------------
+
+from types import SimpleNamespace  # noqa: E402
+from unittest import mock  # noqa: E402
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+_LITERALS = ("a", "b", "", "a/b", "x y")        # route literals, as decoded text
+_SEGMENTS = ("a", "b", "", "c", "a%2Fb", "%2F", "x%20y", "%61")  # request segments, encoded
+_METHODS = ("GET", "POST", "HEAD")
+
+
+@st.composite
+def _patterns(draw):
+    """A route pattern: literals and variables, maybe a rest variable last."""
+    parts = []
+    for i in range(draw(st.integers(0, 3))):
+        if draw(st.booleans()):
+            parts.append(draw(st.sampled_from(_LITERALS[:3])))  # a literal has no '/'
+        else:
+            parts.append(f"{{v{i}}}")
+    if draw(st.integers(0, 3)) == 0:
+        parts.append("{*rest}")
+    return "/" + "/".join(parts)
+
+
+@st.composite
+def _routers(draw, depth=0):
+    router = Router()
+    for _ in range(draw(st.integers(0, 8))):
+        router.add(Route(draw(st.sampled_from(_METHODS)), draw(_patterns()), handler=None))
+    if depth < 1:
+        for _ in range(draw(st.integers(0, 2))):
+            prefix = "/" + "/".join(draw(st.lists(st.sampled_from(("a", "b")), min_size=1,
+                                                  max_size=2)))
+            router.mount(prefix, SimpleNamespace(router=draw(_routers(depth=depth + 1))))
+    return router
+
+
+def _outcome(router, method, path):
+    """What a lookup answers: the match (route by identity, values, mounts) or the error."""
+    try:
+        match = router.lookup(method, path, "q=1")
+    except HTTPError as err:
+        return ("error", type(err), err.status, err.headers)
+    return ("match", id(match.route), match.values, tuple(map(id, match.mounts)))
+
+
+@settings(max_examples=500, deadline=None)
+@given(router=_routers(), method=st.sampled_from(_METHODS + ("PUT",)),
+       segments=st.lists(st.sampled_from(_SEGMENTS), min_size=1, max_size=4))
+def test_the_greedy_descent_answers_exactly_what_the_full_walk_answers(router, method,
+                                                                       segments):
+    path = "/" + "/".join(segments)
+    segs = split_path(path)
+    slashes = [("%2f" in s.lower()) for s in path[1:].split("/")] if "%" in path else None
+    quick = router._descend(method, segs)
+    if quick is not None:  # when it answers, it is the walk's first match, the same values
+        full = router._find(method, segs, slashes)
+        assert (quick.route, quick.values, quick.mounts) == (full.route, full.values,
+                                                             full.mounts)
+    answer = _outcome(router, method, path)
+    with mock.patch.object(Router, "_descend", lambda self, method, segs: None):
+        assert answer == _outcome(router, method, path)  # the walk alone
+
+
+def test_the_greedy_descent_answers_a_path_with_variables_and_defers_otherwise():
+    router = _router(("GET", "/sub/{name}"), ("GET", "/sub/{name}/x"), ("GET", "/t/new"),
+                     ("POST", "/t/{id}"), ("GET", "/f/{*rest}"))
+    match = router._descend("HEAD", ["sub", "room"])
+    assert (match.route.path, match.values) == ("/sub/{name}", ("room",))
+    assert router._descend("GET", ["sub", "a", "x"]).values == ("a",)
+    assert router._descend("POST", ["t", "new"]) is None  # /t/new is GET only: the walk
+    assert router.lookup("POST", "/t/new").route.path == "/t/{id}"
+    assert router._descend("GET", ["f", "a"]) is None             # a rest route: the walk
+    assert router.lookup("GET", "/f/a").values == ("a",)

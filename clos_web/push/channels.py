@@ -50,7 +50,8 @@ from .broker import (
 )
 from ..clos import generic
 from ..http import (
-    HTTPError, Request, Response, header_block, json_bytes, parse_params,
+    HTTPError, Request, Response, date_line, header_block, json_bytes, parse_params,
+    response_head,
 )
 from ..http.head import _headers as _check_headers
 from ..http.connection import State as _HTTPState
@@ -526,6 +527,9 @@ class Channels:
         subscriber, never one of ``names``.
         """
         channels = self._channels
+        found = [channels.get(name) for name in names]
+        if None not in found:  # the common case: every channel exists
+            return found
         missing = [name for name in dict.fromkeys(names) if name not in channels]
         if missing:
             excess = len(channels) + len(missing) - self.max_channels
@@ -822,14 +826,23 @@ class Channels:
         what it must be sent first: the missed events, or ``reset`` events when history cannot
         cover the gap or the missed events come to more than ``budget`` bytes."""
         server = sub.conn.server
-        now = time.monotonic()
+        names = sub.names
         with self._lock:
-            chans = self._get_all(sub.names)
-            resets, events = self._catch_up(sub.names, last_id, now, budget)
-            reset_events = [self._reset_event(name, not events) for name in resets]
-            for ch in chans:
-                self._subs(ch, server).add(sub)
-        return reset_events + events
+            chans = self._get_all(names)
+            if last_id is None:
+                first = []  # a new client: nothing missed
+            else:
+                resets, events = self._catch_up(names, last_id, time.monotonic(), budget)
+                first = [self._reset_event(name, not events) for name in resets] + events
+            for i, ch in enumerate(chans):
+                subs = ch.subs.get(server)
+                if subs is None:
+                    subs = self._subs(ch, server)
+                subs.add(sub)
+                # the channel's own name: the stream keeps no copy of it (one per client,
+                # made from its request) while it is subscribed
+                names[i] = ch.name
+        return first
 
     def _live(self, sub: "Subscription", name: str, first: list) -> None:
         """A broker's catch-up of ``sub`` on channel ``name`` is done: send it ``first`` (the
@@ -863,8 +876,9 @@ class Channels:
         with self._lock:
             if name in sub.names:
                 return
-            self._subs(self._get(name), sub.conn.server).add(sub)
-            sub.names.append(name)
+            ch = self._get(name)
+            self._subs(ch, sub.conn.server).add(sub)
+            sub.names.append(ch.name)
 
     def _remove(self, conn, names, server) -> None:
         """Remove ``conn`` (its stream or its waiting poll) from the subscribers of ``names``
@@ -1138,6 +1152,11 @@ def _names(value) -> list:
     return list(value)
 
 
+def _stream_headers(value) -> tuple:
+    """The handler's extra header fields, checked (none: nothing to check)."""
+    return _check_headers(value) if value else ()
+
+
 @attrs.define(slots=True)
 class EventStream:
     """Return this from a handler to answer with an SSE stream of ``channels``.
@@ -1155,7 +1174,7 @@ class EventStream:
     channels: list = attrs.field(converter=_names)
     last_id: str | None = None
     registry: Channels | None = None
-    headers: tuple = attrs.field(default=(), converter=_check_headers)
+    headers: tuple = attrs.field(default=(), converter=_stream_headers)
     presence: Any = None
 
 
@@ -1176,7 +1195,7 @@ class LongPoll:
     last_id: str | None = None
     timeout: float = 25.0
     registry: Channels | None = None
-    headers: tuple = attrs.field(default=(), converter=_check_headers)
+    headers: tuple = attrs.field(default=(), converter=_stream_headers)
 
 
 @with_headers.dispatch
@@ -1363,6 +1382,21 @@ def request_last_id(request: Request | None) -> str | None:
 
 _SSE_FIELDS = header_block([("Content-Type", "text/event-stream"),
                             ("Cache-Control", "no-cache"), ("X-Accel-Buffering", "no")])
+# A stream's head over HTTP/1.1 up to its end (``HTTPConnection.end_of_head`` adds that), made by
+# the one head writer once a second (a new Date), as PlainText's is: what every new subscriber
+# of a stream without headers of its own is sent first.
+_sse_head = [b"", b""]  # [the Date line it was made with, the head less its final CRLF]
+
+
+def _stream_head(http, headers: tuple, http10: bool) -> bytes:
+    """The head of an SSE stream's answer on ``http`` (HTTP/1.1: chunked) with the handler's
+    extra ``headers``; the cached one when there are none (and it is HTTP/1.1)."""
+    if headers or http10:
+        return http.head(200, _SSE_FIELDS + header_block(headers), chunked=True)
+    date = date_line()
+    if _sse_head[0] is not date:
+        _sse_head[:] = date, response_head(200, _SSE_FIELDS, chunked=True)[:-2]
+    return _sse_head[1] + http.end_of_head(200)
 
 
 @write.dispatch
@@ -1372,9 +1406,9 @@ def write_event_stream(obj: EventStream, conn: Connection):
     server = conn.server
     registry = obj.registry if obj.registry is not None else channels
     http10 = http.http10
-    block = _SSE_FIELDS + header_block(obj.headers)
     if http.head_only:
-        server.enqueue(conn, http.head(200, block, chunked=True))
+        server.enqueue(conn, http.head(200, _SSE_FIELDS + header_block(obj.headers),
+                                       chunked=True))
         return
     last_id = obj.last_id if obj.last_id is not None else request_last_id(request)
     names = list(obj.channels)
@@ -1391,12 +1425,13 @@ def write_event_stream(obj: EventStream, conn: Connection):
         first = list(first) + [registry._presence_event("presence", name, None,
                                                         registry._presence_local(name))
                                for name in names]
-    first = first or ()
     # HTTP/1.1: chunked; HTTP/1.0: the stream ends when the connection closes
-    head = http.head(200, block, chunked=True)
+    head = _stream_head(http, obj.headers, http10)
     retry = int((registry.retry + random.random() * registry.retry_jitter) * 1000)
     # ": ok" and "retry:" end with no blank line: the first event's block absorbs them
-    body = b"".join([sse.preamble(retry)] + [e.raw for e in first])
+    body = sse.preamble(retry)
+    if first:
+        body = b"".join([body] + [e.raw for e in first])
     http.start_stream(sub, server.now)
     conn.buf = http.buf  # the stream's bare input (the parser's Buffer is let go)
     server.enqueue(conn, head + (body if http10 else sse.chunk(body)))

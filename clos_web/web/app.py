@@ -255,6 +255,10 @@ class App:
             if mounted.middleware:
                 layers = layers + mounted.middleware
         guard = route.guard
+        if not layers and not route.blocking:  # nothing to chain: the calls themselves
+            if guard is not None:
+                guard(request)
+            return route.invoke(request, conn, values)
         if guard is None:
             call = _chain(layers, lambda r: route.invoke(r, conn, values))
         else:

@@ -845,6 +845,9 @@ def _binder(handler: str, name: str, param: inspect.Parameter, annotation, var_n
             except ValueError as exc:
                 raise ParamError(name, str(exc)) from None
 
+        bind_path.path_index = index
+        if not spec.is_list and not spec.restrictions:
+            bind_path.path_kind = spec.kind  # compile_handler's fast path may bind it alone
         return bind_path
 
     wants_list = spec.is_list
@@ -937,6 +940,11 @@ def compile_handler(fn: Callable, route) -> Callable:
         keyword_only = any(p.kind is p.KEYWORD_ONLY for p in sig.parameters.values())
         return _compile_query_only(route, query_kinds, _compile_general(route, binders),
                                    keyword_only)
+    if route.var_names and all(bind is _bind_request or getattr(bind, "path_kind", None)
+                               is not None for _, bind in binders):
+        positional = all(p.kind is p.POSITIONAL_OR_KEYWORD for p in sig.parameters.values())
+        return _compile_path_only(route, binders, _compile_general(route, binders),
+                                  positional)
     return _compile_general(route, binders)
 
 
@@ -1007,6 +1015,63 @@ def _compile_query_only(route, query_kinds: tuple, general: Callable,
         try:
             for (name, kind, method), raw in zip(plan[1], match.groups()):
                 bound[name] = method(kind, raw, bound)
+        except ValueError as exc:
+            raise ParamError(name, str(exc)) from None
+        if positional:
+            return route.handler(*bound.values())
+        return route.handler(**bound)
+
+    invoke.general = general  # for tests and the curious: the path it defers to
+    return invoke
+
+
+def _compile_path_only(route, binders: tuple, general: Callable, positional: bool) -> Callable:
+    """The fast path for handlers whose parameters are path variables (and maybe the
+    request): ``/sub/{name}``. A request with a query string goes the general way
+    (``general``, which parses it: a malformed one is a 400 there), with the same results.
+
+    Each value is a decoded path segment, a ``str``, so as in :func:`_compile_query_only`
+    the effective method of ``parse_param`` for each parameter is looked up once with
+    ``parse_param.resolve`` and kept until the generic's method table changes: dispatch
+    hoisted out of the request, never skipped."""
+    steps = tuple((name, None, None) if bind is _bind_request
+                  else (name, bind.path_index, bind.path_kind) for name, bind in binders)
+    plan = [-1, ()]  # [parse_param's generation, (effective method or None, ...)]
+
+    def refresh():
+        plan[0] = parse_param.generation
+        plan[1] = tuple(None if kind is None else parse_param.resolve(kind, "", {})
+                        for _, _, kind in steps)
+
+    if positional and len(steps) == 1 and steps[0][2] is not None:
+        # one path variable (the common stream handler): the same steps without the loop
+        ((name, index, kind),) = steps
+
+        def invoke(request, conn, values):
+            if request.query:
+                return general(request, conn, values)
+            if plan[0] != parse_param.generation:
+                refresh()
+            bound = {}
+            try:
+                value = bound[name] = plan[1][0](kind, values[index], bound)
+            except ValueError as exc:
+                raise ParamError(name, str(exc)) from None
+            return route.handler(value)
+
+        invoke.general = general
+        return invoke
+
+    def invoke(request, conn, values):
+        if request.query:
+            return general(request, conn, values)
+        if plan[0] != parse_param.generation:
+            refresh()
+        bound = {}
+        name = None
+        try:
+            for (name, index, kind), method in zip(steps, plan[1]):
+                bound[name] = request if method is None else method(kind, values[index], bound)
         except ValueError as exc:
             raise ParamError(name, str(exc)) from None
         if positional:

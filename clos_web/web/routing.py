@@ -24,7 +24,9 @@ path is no link of ours, so no client is stranded; collapsing the slashes instea
 it to a different route than the one it matched.
 
 Work per lookup is linear in the path's length: one split, one decoding per segment, and a walk
-of the trie that goes no deeper than its deepest route.
+of the trie that goes no deeper than its deepest route. The walk's first branch (literal child,
+else variable child, to the end of the path) is followed first without the walk's generators:
+when it ends on a route for the method, that is the walk's answer.
 
 >>> router = Router()
 >>> router.add(Route("GET", "/table/{table_id}", handler=print))
@@ -248,6 +250,9 @@ class Router:
             if route is not None:
                 return Match(route, ())
         segs = split_path(path)
+        found = self._descend(method, segs)
+        if found is not None:
+            return found
         slashes = _encoded_slash(path) if "%" in path else None
         found = self._find(method, segs, slashes)
         if found is not None:
@@ -265,6 +270,36 @@ class Router:
                     location += "?" + query
                 raise HTTPError(308, headers=[("Location", location)])
         raise NotFound(reason="no route for this path")
+
+    def _descend(self, method, segs):
+        """The walk's first candidate when it is the answer, found without the walk: follow
+        the literal child, else the variable child, to the end of the path; a node there with
+        a route for ``method`` (or GET for HEAD) is what :meth:`_find` returns, since the walk
+        tries that branch first. Anything else (a dead end, no route for the method there)
+        is ``None``: the full walk decides (a variable after a failed literal, a rest route,
+        a mount)."""
+        node = self.root
+        values = None
+        for seg in segs:
+            child = node.literals.get(seg)
+            if child is None:
+                child = node.var
+                if child is None:
+                    return None
+                if values is None:
+                    values = [seg]
+                else:
+                    values.append(seg)
+            node = child
+        routes = node.routes
+        route = routes.get(method)
+        if route is None:
+            if method != "HEAD":
+                return None
+            route = routes.get("GET")
+            if route is None:
+                return None
+        return Match(route, () if values is None else tuple(values))
 
     def _find(self, method, segs, slashes):
         for route_map, values, mounts in self._candidates(segs, slashes):
