@@ -4,10 +4,10 @@ knows nothing of HTTP).
 - :mod:`~clos_web.loop.server`: ``Loop`` (its poller, accept, output queues with the
   slow-consumer policy, deadlines, timers, ``call_soon_threadsafe``, the GC policy),
   ``Connection``, ``Listener``, ``Waker``, ``FileSegment``, ``Input`` and ``DISCARD``, the
-  pollers (``EpollPoller``, ``SelectorsPoller``, ``DefaultPoller``), and the generic functions of the
-  loop's protocol: ``process_ready``, ``buffer_input``, ``connection_made``, ``data_received``,
-  ``output_drained``, ``deadline_passed``, ``connection_lost``, ``shutdown``,
-  ``refuse_connection``; ``current_loop()``, the loop running on this thread.
+  pollers (``EpollPoller``, ``SelectorsPoller``, ``DefaultPoller``), and the generic functions
+  of the loop's protocol: ``process_ready``, ``buffer_input``, ``connection_made``,
+  ``data_received``, ``output_drained``, ``deadline_passed``, ``connection_lost``,
+  ``shutdown``, ``refuse_connection``; ``current_loop()``, the loop running on this thread.
 """
 
 from .server import (

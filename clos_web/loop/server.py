@@ -1,8 +1,9 @@
 """The ``loop`` layer: one event loop, transport only.
 
 :class:`Loop` waits on its poller (:class:`EpollPoller` on Linux: epoll and one dict entry per
-socket; :class:`SelectorsPoller`, the ``selectors`` module, elsewhere) and hands each ready object to the generic function
-``process_ready(ready, server, events)``, which specialises on what is ready: the
+socket; :class:`SelectorsPoller`, the ``selectors`` module, elsewhere) and hands each ready
+object to the generic function ``process_ready(ready, server, events)``, which specialises on
+what is ready: the
 :class:`Listener` (accept), a :class:`Connection` (read, or write what is queued), the
 :class:`Waker` (run callables handed over by other threads), or any object of yours registered
 with ``server.register(sock, obj, events)``. The loop knows nothing of HTTP: a connection's bytes
