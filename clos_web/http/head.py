@@ -185,6 +185,38 @@ def _framing_field(status: int, length: int | None, chunked: bool) -> bytes:
     return b""
 
 
+class FixedHead:
+    """The head of answers whose fields never change, made by the one head writer
+    (``response_head(status, block, chunked=chunked)``) less its final CRLF, ``tail`` after
+    it: :meth:`current` makes it again only when the ``Date`` line changes (once a second),
+    so an answer costs a call and a comparison. The caller ends the head with
+    ``HTTPConnection.end_of_head`` (the ``Connection`` field where one is due, then CRLF).
+    PlainText's answers and SSE streams' heads use one each.
+
+    >>> head = FixedHead(200, header_block([("Content-Type", "text/plain")]),
+    ...                  tail=b"Content-Length: ")
+    >>> made = head.current()
+    >>> made.startswith(b"HTTP/1.1 200 OK\\r\\nDate: "), made.endswith(b"Content-Length: ")
+    (True, True)
+    """
+
+    __slots__ = ("status", "block", "chunked", "tail", "_made")
+
+    def __init__(self, status: int, block: bytes = b"", *, chunked: bool = False,
+                 tail: bytes = b""):
+        self.status, self.block, self.chunked, self.tail = status, block, chunked, tail
+        self._made = (None, b"")  # (the Date line it was made with, the head)
+
+    def current(self) -> bytes:
+        """The head for this second."""
+        date = date_line()
+        made = self._made
+        if made[0] is not date:  # a new second (were it the same Date, only slower)
+            made = self._made = (date, response_head(self.status, self.block,
+                                                     chunked=self.chunked)[:-2] + self.tail)
+        return made[1]
+
+
 def _head(status: int, fields: bytes, keep_alive: bool, http10: bool) -> bytes:
     """:func:`response_head`'s assembly, for fields (block and framing) already made by it:
     ``encode_response`` keeps a Response's fields and only adds what changes per request."""
@@ -254,5 +286,5 @@ def json_bytes(value) -> bytes:
 
 __all__ = [
     "Response", "header_block", "response_head", "encode_response", "status_line", "date_line",
-    "head_end", "json_bytes", "connection_field",
+    "head_end", "json_bytes", "connection_field", "FixedHead",
 ]

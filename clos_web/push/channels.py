@@ -50,10 +50,9 @@ from .broker import (
 )
 from ..clos import generic
 from ..http import (
-    HTTPError, Request, Response, date_line, header_block, json_bytes, parse_params,
-    response_head,
+    HTTPError, Request, Response, header_block, json_bytes, parse_params,
 )
-from ..http.head import _headers as _check_headers
+from ..http.head import FixedHead, _headers as _check_headers
 from ..http.connection import State as _HTTPState
 from ..http.server import close_stream, send_response, shutdown_stream, stream_idle, write
 from ..loop.server import Connection
@@ -1385,18 +1384,15 @@ _SSE_FIELDS = header_block([("Content-Type", "text/event-stream"),
 # A stream's head over HTTP/1.1 up to its end (``HTTPConnection.end_of_head`` adds that), made by
 # the one head writer once a second (a new Date), as PlainText's is: what every new subscriber
 # of a stream without headers of its own is sent first.
-_sse_head = [b"", b""]  # [the Date line it was made with, the head less its final CRLF]
+_sse_head = FixedHead(200, _SSE_FIELDS, chunked=True)
 
 
 def _stream_head(http, headers: tuple, http10: bool) -> bytes:
     """The head of an SSE stream's answer on ``http`` (HTTP/1.1: chunked) with the handler's
-    extra ``headers``; the cached one when there are none (and it is HTTP/1.1)."""
+    extra ``headers``; the once-a-second one when there are none (and it is HTTP/1.1)."""
     if headers or http10:
         return http.head(200, _SSE_FIELDS + header_block(headers), chunked=True)
-    date = date_line()
-    if _sse_head[0] is not date:
-        _sse_head[:] = date, response_head(200, _SSE_FIELDS, chunked=True)[:-2]
-    return _sse_head[1] + http.end_of_head(200)
+    return _sse_head.current() + http.end_of_head(200)
 
 
 @write.dispatch

@@ -38,7 +38,8 @@ import uuid
 import attrs
 
 from ..clos import generic
-from ..http import Response, date_line, header_block, response_head, send_response, write
+from ..http import Response, header_block, send_response, write
+from ..http.head import FixedHead
 from ..loop import Connection
 
 # --------------------------------------------------------------------------------------------
@@ -243,25 +244,23 @@ class PlainText(str):
     __slots__ = ()
 
 
-# PlainText's head up to its length, made by the one head writer once a second (a new Date):
-# response_head for a 200 with this Content-Type (checked once, here), less its final CRLF.
-_TEXT_TYPE = header_block([("Content-Type", "text/plain; charset=utf-8")])
-_text_head = [b"", b""]  # [the Date line it was made with, the head up to "Content-Length: "]
+# PlainText's head up to its length, made by the one head writer once a second (a new Date),
+# its Content-Type checked once, here
+_text_head = FixedHead(200, header_block([("Content-Type", "text/plain; charset=utf-8")]),
+                       tail=b"Content-Length: ")
 
 
 @write.dispatch
 def write_plain_text(obj: PlainText, conn: Connection):
     body = obj.encode("utf-8")
-    date = date_line()
-    if _text_head[0] is not date:  # a new second (were it the same Date, only slower)
-        _text_head[:] = date, response_head(200, _TEXT_TYPE)[:-2] + b"Content-Length: "
+    head = _text_head.current()
     http = conn.protocol
     end = http.end_of_head(200)
     request = http.request
     length = len(body)
     if request is not None and request.method == "HEAD":
         body = b""  # the length, not the body
-    conn.server.enqueue(conn, b"%s%d\r\n%s%s" % (_text_head[1], length, end, body))
+    conn.server.enqueue(conn, b"%s%d\r\n%s%s" % (head, length, end, body))
 
 
 @as_response.dispatch
