@@ -10,7 +10,7 @@ import time
 import pytest
 
 import clos_web
-from clos_web import App, Limits, Server, raise_fd_limit
+from clos_web import App, HTTPError, Limits, ParamError, Server, raise_fd_limit
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -132,6 +132,18 @@ def stalled_stream(server, target: str, rcvbuf: int = 4096) -> socket.socket:
     sock.connect(("127.0.0.1", server.port))
     sock.sendall(f"GET {target} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
     return sock
+
+
+def bound_outcome(invoke, request, values=()):
+    """What a route's ``invoke`` (its compiled binding, or ``invoke.general``) makes of
+    ``request`` with path ``values``: ``("ok", result)``, ``("param", param, why)`` or
+    ``("http", status, reason)``; for tests comparing a fast plan with the general binding."""
+    try:
+        return ("ok", invoke(request, None, values))
+    except ParamError as err:
+        return ("param", err.param, err.why)
+    except HTTPError as err:
+        return ("http", err.status, err.reason)
 
 
 def wait_for(predicate, timeout: float = 5.0, interval: float = 0.01):
