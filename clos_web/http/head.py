@@ -32,7 +32,7 @@ def _check_header(item) -> tuple:
 
 
 def _headers(value) -> tuple:
-    if value is None:
+    if not value:  # None, or no fields: nothing to check
         return ()
     items = value.items() if isinstance(value, dict) else value
     return tuple(_check_header(item) for item in items)

@@ -834,10 +834,7 @@ class Channels:
                 resets, events = self._catch_up(names, last_id, time.monotonic(), budget)
                 first = [self._reset_event(name, not events) for name in resets] + events
             for i, ch in enumerate(chans):
-                subs = ch.subs.get(server)
-                if subs is None:
-                    subs = self._subs(ch, server)
-                subs.add(sub)
+                self._subs(ch, server).add(sub)
                 # the channel's own name: the stream keeps no copy of it (one per client,
                 # made from its request) while it is subscribed
                 names[i] = ch.name
@@ -1151,11 +1148,6 @@ def _names(value) -> list:
     return list(value)
 
 
-def _stream_headers(value) -> tuple:
-    """The handler's extra header fields, checked (none: nothing to check)."""
-    return _check_headers(value) if value else ()
-
-
 @attrs.define(slots=True)
 class EventStream:
     """Return this from a handler to answer with an SSE stream of ``channels``.
@@ -1173,7 +1165,7 @@ class EventStream:
     channels: list = attrs.field(converter=_names)
     last_id: str | None = None
     registry: Channels | None = None
-    headers: tuple = attrs.field(default=(), converter=_stream_headers)
+    headers: tuple = attrs.field(default=(), converter=_check_headers)
     presence: Any = None
 
 
@@ -1194,7 +1186,7 @@ class LongPoll:
     last_id: str | None = None
     timeout: float = 25.0
     registry: Channels | None = None
-    headers: tuple = attrs.field(default=(), converter=_stream_headers)
+    headers: tuple = attrs.field(default=(), converter=_check_headers)
 
 
 @with_headers.dispatch
