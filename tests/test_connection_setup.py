@@ -143,8 +143,10 @@ def test_the_epoll_poller_reports_a_hang_up_as_what_the_socket_waits_for():
         d.close()
         ready = dict(poller.select(0))
         assert ready == {"reader": EVENT_READ, "writer": EVENT_WRITE}
+        stranger = socket.socket()  # (open, and never registered)
         with pytest.raises(KeyError):
-            poller.modify(b"not registered".__len__(), EVENT_READ, "x")
+            poller.modify(stranger, EVENT_READ, "x")
+        stranger.close()
         poller.unregister(a)
         with pytest.raises(KeyError):
             poller.unregister(a)
