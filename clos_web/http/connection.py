@@ -49,7 +49,10 @@ class State(enum.Enum):
     SWITCHED = "switched"  # the connection speaks another protocol now (101 Switching)
 
 
-_ANSWERING = (State.BUSY, State.STREAM)
+# The members as module names: in Python 3.11 ``EnumType`` has a ``__getattr__``, so every
+# ``State.X`` costs about eight global lookups, several times per request.
+IDLE, HEAD, BODY, BUSY, STREAM, CLOSING, SWITCHED = State
+_ANSWERING = (BUSY, STREAM)
 
 
 class StreamingError(RuntimeError):
@@ -72,7 +75,7 @@ class HTTPConnection:
 
     limits: Limits = attrs.field(factory=Limits)
     buf: Buffer = None
-    state: State = State.IDLE
+    state: State = IDLE
     request: Request | None = None
     keep_alive: bool = True
     deadline: float = INFINITY
@@ -96,7 +99,7 @@ class HTTPConnection:
     def receive_data(self, data) -> None:
         """Take bytes that arrived. A stream's or a closing connection's input is discarded:
         the client has nothing more to say there (and must not fill memory saying it)."""
-        if self.state is State.STREAM or self.state is State.CLOSING:
+        if self.state is STREAM or self.state is CLOSING:
             return
         self.buf.data += data
 
@@ -104,7 +107,7 @@ class HTTPConnection:
     def wants_input(self) -> bool:
         """Whether buffered input may be parsed now (no answer is in progress)."""
         state = self.state
-        return state is State.IDLE or state is State.HEAD or state is State.BODY
+        return state is IDLE or state is HEAD or state is BODY
 
     def next_request(self, now: float) -> Request | None:
         """The next complete request, or None when more bytes are needed (or an answer is in
@@ -117,29 +120,29 @@ class HTTPConnection:
         refused from its head).
         """
         state = self.state
-        if not (state is State.IDLE or state is State.HEAD or state is State.BODY):
+        if not (state is IDLE or state is HEAD or state is BODY):
             return None
         buf = self.buf
-        if state is State.IDLE and not buf.data:
+        if state is IDLE and not buf.data:
             return None
         try:
             request = parse(buf)
         except HTTPError:
-            self.state = State.CLOSING
+            self.state = CLOSING
             self.keep_alive = False
             self.deadline = now + self.limits.keepalive_timeout
             raise
         if request is None:
-            if state is State.IDLE and not buf.data:
+            if state is IDLE and not buf.data:
                 return None  # empty lines between requests (RFC 9112 2.2): still idle
-            if state is State.IDLE:  # the first bytes of a request: its head must come in time
-                self.state = state = State.HEAD
+            if state is IDLE:  # the first bytes of a request: its head must come in time
+                self.state = state = HEAD
                 self.deadline = now + self.limits.header_timeout
-            if state is State.HEAD and buf.pending is not None:
-                self.state = State.BODY
+            if state is HEAD and buf.pending is not None:
+                self.state = BODY
                 self.deadline = now + self.limits.body_timeout
             return None
-        self.state = State.BUSY
+        self.state = BUSY
         self.request = request
         self.keep_alive = request.keep_alive and not self.draining
         self.deadline = INFINITY
@@ -177,7 +180,7 @@ class HTTPConnection:
         :func:`~clos_web.http.head.header_block` (checked); a ``Connection: close`` among them
         closes the connection after this answer.
         """
-        if self.state is State.STREAM:
+        if self.state is STREAM:
             raise StreamingError("the answer on this connection is a stream: write an Event "
                                  "to it (or publish on its channel), not a response")
         http10 = self.http10
@@ -197,7 +200,7 @@ class HTTPConnection:
         """For a ``write`` method that keeps a head of its own, made once by the head writer
         (PlainText caches one per second): record the answer and return how its head ends here
         (the ``Connection`` field this connection needs, then the blank line)."""
-        if self.state is State.STREAM:
+        if self.state is STREAM:
             raise StreamingError("the answer on this connection is a stream: write an Event "
                                  "to it (or publish on its channel), not a response")
         self.status = status
@@ -221,7 +224,7 @@ class HTTPConnection:
         the framing field (``Content-Length``) included and no ``Connection`` field (the
         head writer adds it). For a ``write`` method that makes its fields itself, without a
         Response in between (the JSON answer's)."""
-        if self.state is State.STREAM:
+        if self.state is STREAM:
             raise StreamingError("the answer on this connection is a stream: write an Event "
                                  "to it (or publish on its channel), not a response")
         self.status = status
@@ -237,10 +240,10 @@ class HTTPConnection:
 
     def response_done(self, now: float) -> None:
         """The answer to the current request is written: go on to the next, or close."""
-        if self.state is not State.BUSY:
+        if self.state is not BUSY:
             return
         self.request = None
-        self.state = State.IDLE if self.keep_alive and not self.draining else State.CLOSING
+        self.state = IDLE if self.keep_alive and not self.draining else CLOSING
         # an idle connection is closed after this; a closing one too if its client does not
         # read what is left to send
         self.deadline = now + self.limits.keepalive_timeout
@@ -248,7 +251,7 @@ class HTTPConnection:
     def start_stream(self, stream, now: float) -> None:
         """The answer is a long-lived stream produced by ``stream``: from now on nothing is
         read as requests, and the connection closes when the stream ends."""
-        self.state = State.STREAM
+        self.state = STREAM
         self.stream = stream
         # nothing more is parsed or kept: the parser's Buffer goes, for the shared input that
         # keeps nothing (the caller points the connection's ``buf`` at it too: an idle stream
@@ -261,7 +264,7 @@ class HTTPConnection:
 
     def switch(self) -> None:
         """The connection speaks another protocol from now on (after a 101)."""
-        self.state = State.SWITCHED
+        self.state = SWITCHED
         self.deadline = INFINITY
 
     def drain(self) -> None:
@@ -279,14 +282,14 @@ class HTTPConnection:
         if now < self.deadline:
             return False
         state = self.state
-        if state is State.HEAD or state is State.BODY:
-            self.state = State.CLOSING
+        if state is HEAD or state is BODY:
+            self.state = CLOSING
             self.keep_alive = False
             self.request = None
             # the 408 must be read: a client that does not is closed after this
             self.deadline = now + self.limits.keepalive_timeout
             return RequestTimeout(reason="request not received in time")
-        if state is State.IDLE or state is State.CLOSING:
+        if state is IDLE or state is CLOSING:
             return True
         return False
 

@@ -23,14 +23,13 @@ from ..loop.server import (
     OPEN, Connection, FileSegment, Loop, connection_lost, connection_made, data_received,
     deadline_passed, output_drained, refuse_connection, shutdown,
 )
-from .connection import HTTPConnection, State
+from .connection import BODY, BUSY, CLOSING, HEAD, IDLE, STREAM, HTTPConnection
 from .errors import HTTPError
 from .head import Response, header_block, response_head
 from .parser import Buffer, Limits, Request
 
 log = logging.getLogger("clos_web")
 
-BUSY, STREAM, CLOSING = State.BUSY, State.STREAM, State.CLOSING
 
 # The methods counted by name in ``Server.answers``; any other counts as "OTHER" (a client
 # chooses the method: the set of keys must stay bounded)
@@ -215,7 +214,7 @@ def shutdown_http(protocol: HTTPConnection, conn: Connection):
     protocol.drain()
     state = protocol.state
     server = conn.server
-    if state is State.IDLE and not conn.buf.data:
+    if state is IDLE and not conn.buf.data:
         if conn.out:
             server.close_when_sent(conn)  # the last answer is still on its way out
         else:
@@ -250,10 +249,10 @@ def process(http: HTTPConnection, conn: object):
     buf = http.buf
     while conn.state is OPEN:
         state = http.state
-        if state is State.IDLE:
+        if state is IDLE:
             if not buf.data:
                 break
-        elif state is not State.HEAD and state is not State.BODY:
+        elif state is not HEAD and state is not BODY:
             break
         try:
             request = http.next_request(server.now)

@@ -62,7 +62,9 @@ class Link(enum.Enum):
     CLOSED = "closed"
 
 
-OPEN, LINGER, CLOSED = Link.OPEN, Link.LINGER, Link.CLOSED
+# The members as module names: in Python 3.11 ``EnumType`` has a ``__getattr__``, so
+# ``Link.OPEN`` costs about eight global lookups.
+OPEN, LINGER, CLOSED = Link
 
 
 class Reading(enum.Enum):
@@ -71,6 +73,9 @@ class Reading(enum.Enum):
     NORMAL = "normal"    # read, unless the output queue is over the cap (backpressure)
     ALWAYS = "always"    # read whatever the output (a stream: to notice the client leaving)
     PAUSED = "paused"    # read nothing for now
+
+
+NORMAL, ALWAYS, PAUSED = Reading
 
 
 @attrs.define(slots=True, eq=False, repr=False)
@@ -977,13 +982,13 @@ class Loop:
 
     def pause_reading(self, conn: Connection) -> None:
         """Read nothing more from ``conn`` until :meth:`resume_reading`."""
-        conn.reading = Reading.PAUSED
+        conn.reading = PAUSED
         self._update_interest(conn)
 
     def resume_reading(self, conn: Connection, always: bool = False) -> None:
         """Read from ``conn`` again: while its output queue is under the cap (backpressure),
         or ``always`` (a stream, whose input only tells that the client left)."""
-        conn.reading = Reading.ALWAYS if always else Reading.NORMAL
+        conn.reading = ALWAYS if always else NORMAL
         if not conn.events & EVENT_READ:
             self._update_interest(conn)
         # (already reading: nothing to change now. What is queued is sent by the flush that
@@ -1125,7 +1130,7 @@ class Loop:
         if conn.close_after and not out:
             self._linger(conn)
             return
-        if out or conn.events != EVENT_READ or conn.reading is not Reading.NORMAL:
+        if out or conn.events != EVENT_READ or conn.reading is not NORMAL:
             self._update_interest(conn)  # (all sent and reading as usual: nothing to change)
         if was_over and conn.out_bytes <= self.limits.output_cap and conn.state is OPEN:
             # the protocol held input back while the client did not read: go on
@@ -1137,8 +1142,8 @@ class Loop:
             return
         events = EVENT_WRITE if conn.out else 0
         reading = conn.reading
-        if conn.state is LINGER or reading is Reading.ALWAYS or (
-                reading is Reading.NORMAL and conn.out_bytes <= self.limits.output_cap):
+        if conn.state is LINGER or reading is ALWAYS or (
+                reading is NORMAL and conn.out_bytes <= self.limits.output_cap):
             events |= EVENT_READ
         if conn.events != events:
             if events == 0:
