@@ -197,3 +197,15 @@ def test_an_idle_stream_keeps_no_input_buffer_and_no_output_list(serve):
     assert DISCARD.data == b"" and hello.channels.subscriber_count("room") == 3
     for sock in streams:
         sock.close()
+
+
+def test_an_accepted_socket_is_the_base_socket_type_and_serves_as_one(serve):
+    server = serve(load_example("hello").app)
+    with socket.create_connection(("127.0.0.1", server.port)) as client:
+        client.sendall(b"GET /plaintext HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert client.recv(4096).endswith(b"Hello, World!")
+        conn = next(iter(server.conns))
+        assert type(conn.sock) is socket.SocketType and conn.sock.gettimeout() == 0.0
+        assert conn.sock.getpeername() == client.getsockname() == conn.addr
+        assert conn.sock.family == socket.AF_INET and conn.sock.type == socket.SOCK_STREAM
+        assert conn.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)

@@ -90,12 +90,19 @@ class Listener:
     sock: socket.socket
     server: Any
     address: tuple = ()
+    # (family, type, proto) as ints, for the sockets accepted on it (read once: the Python
+    # socket's properties build enums)
+    accepts: tuple = attrs.field(init=False, default=attrs.Factory(
+        lambda self: None if self.sock is None else
+        (int(self.sock.family), int(self.sock.type), self.sock.proto), takes_self=True))
 
     def __repr__(self) -> str:
         if not self.address:
             return "<Listener>"
         return f"<Listener {self.address[0]}:{self.address[1]}>"
 
+
+_Socket = socket.SocketType  # (the C type under socket.socket)
 
 # Linux gives an accepted socket the listening socket's TCP_NODELAY: set once there, not with
 # a system call per connection (elsewhere, per connection)
@@ -921,12 +928,18 @@ class Loop:
         sock = listener.sock
         conns = self.conns
         per_client = self.limits.max_connections_per_client
+        # socket.accept() is _accept() and a Python-level socket around the descriptor, which
+        # reads the family and type back as enums: two enum constructions and three Python
+        # frames per connection. The accepted socket is the base type (socket.SocketType, what
+        # socket.socket derives from, with every method a connection uses).
+        accept_fd = sock._accept
+        family, kind, proto = listener.accepts
         for _ in range(256):
             if len(conns) >= self.max_connections:
                 self._pause_accepting()  # resumed when a connection closes
                 return
             try:
-                csock, addr = sock.accept()
+                fd, addr = accept_fd()
             except BlockingIOError:
                 return
             except OSError as exc:
@@ -940,6 +953,7 @@ class Loop:
                 if exc.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EPERM):
                     continue
                 raise
+            csock = _Socket(family, kind, proto, fd)
             csock.setblocking(False)
             if addr.__class__ is tuple and len(addr) == 2:
                 # (the host's text shared by its connections, not a copy each: 58 bytes)
