@@ -295,6 +295,10 @@ class State(enum.Enum):
     CLOSED = "closed"    # the closing handshake is over, or the connection failed or ended
 
 
+# (module names for the members: a State.X lookup goes through EnumType's __getattr__ in 3.11)
+_OPEN, _CLOSING, _CLOSED = State
+
+
 class ConnectionClosed(Exception):
     """A message was sent on a WebSocket that is closing or closed."""
 
@@ -357,7 +361,7 @@ class WebSocketProtocol:
     max_message: int = 16 * 2**20
     deflate: PerMessageDeflate | None = None
     close_timeout: float = 10.0
-    state: State = attrs.field(init=False, default=State.OPEN)
+    state: State = attrs.field(init=False, default=_OPEN)
     close_code: int | None = attrs.field(init=False, default=None)
     close_reason: str = attrs.field(init=False, default="")
     failure: str | None = attrs.field(init=False, default=None)
@@ -401,7 +405,7 @@ class WebSocketProtocol:
     def receive_data(self, data) -> None:
         """Take bytes that arrived (bytes, bytearray or memoryview); ``b""``: the peer closed
         its side (EOF). Once the connection is closed, input is discarded (RFC 6455 1.4)."""
-        if self.state is State.CLOSED:
+        if self.state is _CLOSED:
             return
         if not data:
             self._eof = True
@@ -414,7 +418,7 @@ class WebSocketProtocol:
         A protocol violation fails the connection (its close frame is queued) and gives None.
         """
         buf = self._in
-        while self.state is not State.CLOSED:
+        while self.state is not _CLOSED:
             if self._op < 0:
                 # the common case first: a short unfragmented text or binary frame, whole in
                 # the buffer, between messages (RSV clear: b0 is exactly 0x81 or 0x82)
@@ -452,12 +456,12 @@ class WebSocketProtocol:
                     self._payload(chunk, self._fin and not left)
                 else:
                     self._control += chunk
-                if left or self.state is State.CLOSED:
+                if left or self.state is _CLOSED:
                     break
             event = self._frame_end()
             if event is not None:
                 return event
-        if self._eof and self.state is not State.CLOSED:
+        if self._eof and self.state is not _CLOSED:
             self._ended()
         return None
 
@@ -510,7 +514,7 @@ class WebSocketProtocol:
         had queued), ``b""`` if the connection is not open. ``code`` None sends no code.
         With ``now``, the peer has until ``deadline = now + close_timeout`` to answer (see
         :meth:`timed_out`); the state is ``CLOSING`` until it does."""
-        if self.state is not State.OPEN:
+        if self.state is not _OPEN:
             return b""
         if code is None:
             if reason:
@@ -522,7 +526,7 @@ class WebSocketProtocol:
             payload = code.to_bytes(2, "big") + reason.encode()
             if len(payload) > 125:
                 raise ValueError("a close reason has at most 123 bytes")
-        self.state = State.CLOSING
+        self.state = _CLOSING
         if now is not None:
             self.deadline = now + self.close_timeout
         return self.data_to_send() + encode_frame(_CLOSE, payload)
@@ -532,7 +536,7 @@ class WebSocketProtocol:
     def timed_out(self, now: float) -> bool:
         """Whether ``deadline`` passed: the peer did not answer our close in time. The
         connection is then ``CLOSED`` (1006) and its transport should be closed."""
-        if self.state is State.CLOSING and now >= self.deadline:
+        if self.state is _CLOSING and now >= self.deadline:
             self._ended()
             return True
         return False
@@ -540,7 +544,7 @@ class WebSocketProtocol:
     # -- internals -----------------------------------------------------------------------
 
     def _check_open(self) -> None:
-        if self.state is not State.OPEN:
+        if self.state is not _OPEN:
             raise ConnectionClosed(f"the WebSocket is {self.state.value}")
 
     def _message(self, opcode: int, payload) -> bytes:
@@ -682,7 +686,7 @@ class WebSocketProtocol:
         payload = self._control
         self._control = b""
         if op == _PING:
-            if self.state is State.OPEN:
+            if self.state is _OPEN:
                 self._pong = encode_frame(_PONG, payload)
             return Ping(payload)
         if op == _PONG:
@@ -700,7 +704,7 @@ class WebSocketProtocol:
                 return self._fail(1009, f"message over {self.max_message} bytes") or None
             self._size += len(out)
             self._part(out, False)
-            if self.state is State.CLOSED:
+            if self.state is _CLOSED:
                 return None
         data = self._buf if self._buf is not None else self._first or b""
         if self._msg == _TEXT:
@@ -736,7 +740,7 @@ class WebSocketProtocol:
                 return self._fail(1007, "close reason is not UTF-8") or None
         else:
             code, reason = 1005, ""
-        if self.state is State.OPEN:  # the peer closes first: echo its close (RFC 6455 5.5.1)
+        if self.state is _OPEN:  # the peer closes first: echo its close (RFC 6455 5.5.1)
             self._close_out = encode_frame(_CLOSE, payload)
         self._closed(code, reason)
         return Close(code, reason)
@@ -744,7 +748,7 @@ class WebSocketProtocol:
     def _fail(self, code: int, reason: str) -> bool:
         """Fail the connection (RFC 6455 7.1.7): our close frame says why; nothing more is
         read. Returns False (for ``_header``)."""
-        if self.state is State.OPEN:
+        if self.state is _OPEN:
             self._close_out = encode_frame(_CLOSE, code.to_bytes(2, "big")
                                            + reason.encode()[:123])
         self._pong = None
@@ -758,7 +762,7 @@ class WebSocketProtocol:
         self._closed(1006, "")
 
     def _closed(self, code: int, reason: str) -> None:
-        self.state = State.CLOSED
+        self.state = _CLOSED
         self.close_code = code
         self.close_reason = reason
         self.should_close_transport = True
