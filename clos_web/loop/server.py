@@ -746,17 +746,25 @@ class Loop:
 
     def set_deadline(self, conn: Connection, when: float) -> None:
         """Give ``conn`` a deadline (``inf`` for none); when it passes, the loop calls
-        ``deadline_passed(conn.protocol, conn)``. Cheap: a bucket append only when earlier."""
+        ``deadline_passed(conn.protocol, conn)``. Cheap: the connection changes bucket (one
+        per second, a dict: out of one and into another in O(1)) only when it is due earlier;
+        a later deadline is seen when its bucket comes (the sweep moves it on)."""
         conn.deadline = when
         if when == INFINITY:
             return
         b = int(when) + 1
-        if conn.bucket is None or b < conn.bucket:
-            bucket = self._buckets.get(b)
+        old = conn.bucket
+        if old is None or b < old:
+            buckets = self._buckets
+            if old is not None:
+                waiting = buckets.get(old)
+                if waiting is not None:
+                    waiting.pop(conn, None)
+            bucket = buckets.get(b)
             if bucket is None:
-                self._buckets[b] = [conn]
+                buckets[b] = {conn: None}
             else:
-                bucket.append(conn)
+                bucket[conn] = None
             conn.bucket = b
 
     def _sweep(self, now: float) -> None:
@@ -769,8 +777,6 @@ class Loop:
         self._swept = upto
         for b in keys:
             for conn in buckets.pop(b, ()):
-                if conn.bucket != b:
-                    continue
                 conn.bucket = None
                 if conn.state is CLOSED:
                     continue
@@ -1192,6 +1198,11 @@ class Loop:
             connection_lost(conn.protocol, conn)
         except Exception:
             log.exception("connection_lost failed")
+        if conn.bucket is not None:  # out of its deadline's bucket now, not when that comes
+            waiting = self._buckets.get(conn.bucket)
+            if waiting is not None:
+                waiting.pop(conn, None)
+            conn.bucket = None
         if conn.events:
             try:
                 self.selector.unregister(conn.sock)
