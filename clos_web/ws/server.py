@@ -63,8 +63,8 @@ from ..push.channels import (
 )
 from .deflate import negotiate
 from .protocol import (
-    Binary, Close, Opcode, Ping, Pong, SharedMessage, State, Text, WebSocketProtocol,
-    accept_key, check_handshake, parse_extensions, parse_subprotocols,
+    _OPEN as _WS_OPEN, Binary, Close, Opcode, Ping, Pong, SharedMessage, Text,
+    WebSocketProtocol, accept_key, check_handshake, parse_extensions, parse_subprotocols,
 )
 
 log = logging.getLogger("clos_web.ws")
@@ -168,7 +168,7 @@ class WebSocket:
     def is_open(self) -> bool:
         """Whether messages can be sent now (open, no close sent or received)."""
         return (self.conn is not None and self.close_code is None
-                and self.protocol is not None and self.protocol.state is State.OPEN)
+                and self.protocol is not None and self.protocol.state is _WS_OPEN)
 
     # -- sending -------------------------------------------------------------------------
 
