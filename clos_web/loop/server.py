@@ -755,17 +755,22 @@ class Loop:
         b = int(when) + 1
         old = conn.bucket
         if old is None or b < old:
-            buckets = self._buckets
             if old is not None:
-                waiting = buckets.get(old)
-                if waiting is not None:
-                    waiting.pop(conn, None)
+                self._leave_bucket(conn)
+            buckets = self._buckets
             bucket = buckets.get(b)
             if bucket is None:
                 buckets[b] = {conn: None}
             else:
                 bucket[conn] = None
             conn.bucket = b
+
+    def _leave_bucket(self, conn: Connection) -> None:
+        """Take ``conn`` out of its deadline's bucket (moving earlier, or closed)."""
+        waiting = self._buckets.get(conn.bucket)
+        if waiting is not None:  # (None: the sweep has taken the bucket already)
+            waiting.pop(conn, None)
+        conn.bucket = None
 
     def _sweep(self, now: float) -> None:
         upto = int(now)
@@ -1199,10 +1204,7 @@ class Loop:
         except Exception:
             log.exception("connection_lost failed")
         if conn.bucket is not None:  # out of its deadline's bucket now, not when that comes
-            waiting = self._buckets.get(conn.bucket)
-            if waiting is not None:
-                waiting.pop(conn, None)
-            conn.bucket = None
+            self._leave_bucket(conn)
         if conn.events:
             try:
                 self.selector.unregister(conn.sock)
