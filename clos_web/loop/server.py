@@ -1095,11 +1095,7 @@ class Loop:
         if conn.out_bytes + len(data) > self.limits.output_cap:
             self._close_slow(conn)
             return False
-        if conn.out:
-            conn.out.append(data)
-        else:
-            conn.out = [data]
-        conn.out_bytes += len(data)
+        self.enqueue(conn, data)
         return True
 
     def _close_slow(self, conn: Connection) -> None:
