@@ -102,7 +102,7 @@ def preamble(retry_milliseconds: int) -> bytes:
     >>> preamble(2500)
     b': ok\\nretry: 2500\\n'
     """
-    return b": ok\nretry: %d\n" % int(retry_milliseconds)  # (retry_field's line)
+    return b": ok\n" + retry_field(retry_milliseconds)
 
 
 HEARTBEAT = b": ping\n"
