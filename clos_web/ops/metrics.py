@@ -53,7 +53,7 @@ from typing import Any
 
 import attrs
 
-from ..http.connection import HTTPConnection, State
+from ..http.connection import STREAM, HTTPConnection
 from ..http.head import Response
 from ..http.server import Server, answered_later, write
 from ..loop.server import Connection, serving
@@ -404,7 +404,7 @@ def _connections(server) -> dict:
     for conn in list(server.conns):
         protocol = conn.protocol
         if protocol.__class__ is HTTPConnection:
-            if protocol.state is State.STREAM:
+            if protocol.state is STREAM:
                 streams += 1
         elif isinstance(protocol, WebSocket):
             websocket += 1
