@@ -57,6 +57,9 @@ ALL_SERVERS = [
     "aiohttp",
     "tornado",
     "nginx",
+    # measuring sticks, not peers (peers/floor_http.py, README "The floor"): /plaintext only
+    "floor",
+    "minimal",
 ]
 DEFAULT_PATHS = ["/plaintext", "/json", "/add?a=1&b=2"]
 PATH_ALIASES = {"plaintext": "/plaintext", "json": "/json", "add": "/add?a=1&b=2"}
@@ -149,6 +152,14 @@ def server_specs(repo: Path) -> dict[str, ServerSpec]:
             "nginx",
             [NGINX_BIN, "-p", "{tmp}", "-c", "{tmp}/nginx.conf", "-e", "{tmp}/error.log"],
             cwd=PEERS_DIR, prepare=_nginx_prepare, requires=[Path(NGINX_BIN)],
+        ),
+        "floor": ServerSpec(
+            "floor", [peer_py, "floor_http.py", "--port", "{port}"],
+            cwd=PEERS_DIR, requires=[BENCH_VENV_PY],
+        ),
+        "minimal": ServerSpec(
+            "minimal", [peer_py, "floor_http.py", "--port", "{port}", "--minimal"],
+            cwd=PEERS_DIR, requires=[BENCH_VENV_PY],
         ),
     }
 
