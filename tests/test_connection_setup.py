@@ -245,3 +245,27 @@ def test_a_closed_connection_is_let_go_at_once_not_when_its_deadline_comes(serve
     waiting = []
     server.call_soon_threadsafe(lambda: (waiting.extend(server._buckets.values()), done.set()))
     assert done.wait(5) and not any(waiting)
+
+
+def test_a_deadline_already_past_fires_at_the_next_sweep(serve):
+    """``set_deadline(conn, when)`` with ``when`` seconds in the past (a method that computes
+    it from an old activity time) fires at the loop's next sweep, within about a second; it
+    used to land in a bucket the sweep had passed, and never fired."""
+    server = serve(load_example("hello").app)
+    sock = connect(server)
+    sock.sendall(b"GET /sub/late HTTP/1.1\r\nHost: t\r\n\r\n")
+    reader = Reader(sock)
+    assert reader.read_head()[0] == 200
+    wait_for(lambda: len(server.conns) == 1)
+    (conn,) = list(server.conns)
+    server.call_soon_threadsafe(lambda: server.set_deadline(conn, server.now - 5))
+    # the stream's deadline passing ends it (stream_idle's default): the client sees the end
+    sock.settimeout(5)
+    rest = b""
+    while True:
+        data = sock.recv(65536)
+        if not data:
+            break
+        rest += data
+    assert rest.endswith(b"0\r\n\r\n")
+    sock.close()

@@ -748,13 +748,18 @@ class Loop:
         """Give ``conn`` a deadline (``inf`` for none); when it passes, the loop calls
         ``deadline_passed(conn.protocol, conn)``. Cheap: the connection changes bucket (one
         per second, a dict: out of one and into another in O(1)) only when it is due earlier;
-        a later deadline is seen when its bucket comes (the sweep moves it on)."""
+        a later deadline is seen when its bucket comes (the sweep moves it on). A deadline
+        already past fires at the next sweep."""
         conn.deadline = when
         if when == INFINITY:
             return
         b = int(when) + 1
         old = conn.bucket
         if old is None or b < old:
+            if b <= self._swept:  # past: its own bucket has been swept
+                b = self._swept + 1
+                if b == old:
+                    return
             if old is not None:
                 self._leave_bucket(conn)
             buckets = self._buckets
