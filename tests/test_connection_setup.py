@@ -238,8 +238,7 @@ def test_a_closed_connection_is_let_go_at_once_not_when_its_deadline_comes(serve
         assert reader.read_head()[0] == 200
         sock.close()
     wait_for(lambda: not server.conns)
-    # (within a turn or two: the loop holds its last turn's ready list until the next turn;
-    # the buckets would have kept them 10 s, or 60 s)
+    # (by the end of the loop's turn; the buckets would have kept them 10 s, or 60 s)
     wait_for(lambda: ours() == 0, timeout=3)
     done = threading.Event()
     waiting = []

@@ -836,6 +836,7 @@ class Loop:
                     log.exception("process_ready failed")
                     if ready.__class__ is Connection:
                         self.close(ready)
+            events = ready = None  # (not held while select waits: a closed one goes now)
             for _ in range(len(callbacks)):  # those queued now; later ones wait a turn
                 fn, args = callbacks.popleft()
                 try:
