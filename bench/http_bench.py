@@ -57,7 +57,7 @@ ALL_SERVERS = [
     "aiohttp",
     "tornado",
     "nginx",
-    # measuring sticks, not peers (peers/floor_http.py, README "The floor"): /plaintext only
+    # measuring sticks, not peers (peers/floor.py, README "The floor"): /plaintext only
     "floor",
     "minimal",
 ]
@@ -154,11 +154,11 @@ def server_specs(repo: Path) -> dict[str, ServerSpec]:
             cwd=PEERS_DIR, prepare=_nginx_prepare, requires=[Path(NGINX_BIN)],
         ),
         "floor": ServerSpec(
-            "floor", [peer_py, "floor_http.py", "--port", "{port}"],
+            "floor", [peer_py, "floor.py", "--port", "{port}"],
             cwd=PEERS_DIR, requires=[BENCH_VENV_PY],
         ),
         "minimal": ServerSpec(
-            "minimal", [peer_py, "floor_http.py", "--port", "{port}", "--minimal"],
+            "minimal", [peer_py, "floor.py", "--port", "{port}", "--minimal"],
             cwd=PEERS_DIR, requires=[BENCH_VENV_PY],
         ),
     }

@@ -51,8 +51,8 @@ NGINX_BIN = "/usr/sbin/nginx"
 NCHAN_MODULE = "/usr/lib/nginx/modules/ngx_nchan_module.so"
 HOST = "127.0.0.1"
 PY_PEERS = ["uvicorn-h11", "uvicorn-httptools-uvloop", "aiohttp", "tornado"]
-# "floor" is a measuring stick, not a peer (peers/floor_sse.py): a bare Python loop, run in the
-# idle scenarios only, for the connection setup any Python code can reach here
+# "floor" is a measuring stick, not a peer (peers/floor.py --sse): a bare Python loop, run in
+# the idle scenarios only, for the connection setup any Python code can reach here
 SERVERS = ["clos_web", "nchan"] + PY_PEERS + ["floor"]
 CLOS, NCHAN, FLOOR = "clos_web", "nchan", "floor"
 BENCH_VENV_PY = BENCH_DIR / ".venv" / "bin" / "python"
@@ -124,7 +124,7 @@ def server_argv(name: str, repo: Path, port: int, tmp: Path) -> tuple[list[str],
                 repo, {"PYTHONPATH": str(repo)})
     py = str(BENCH_VENV_PY)
     if name == FLOOR:
-        return [py, "floor_sse.py", "--port", str(port)], PEERS_DIR, {}
+        return [py, "floor.py", "--port", str(port), "--sse"], PEERS_DIR, {}
     uvicorn = [py, "-m", "uvicorn", "starlette_app:app", "--host", HOST, "--port", str(port),
                "--workers", "1", "--no-access-log", "--log-level", "warning",
                "--backlog", "4096"]

@@ -1,17 +1,20 @@
-"""The floor of a pure-Python HTTP server on this machine: what http_bench.py's "floor" and
-"minimal" servers run, to show in the same run how much of nginx's rate any Python code can
-reach (bench/README.md, "The floor").
+"""The floor of a pure-Python server on this machine: the measuring sticks the benchmarks run
+beside the C servers, to show in the same run how much of nginx's and Nchan's rates any Python
+code reaches (bench/README.md, "The floor in the same run").
 
-  python floor_http.py --port N              # "floor": a bare selectors loop; per request it
-                                             # finds the head's end and the target, and sends
-                                             # fixed bytes (/plaintext, else a 404)
-  python floor_http.py --port N --minimal    # "minimal": the least an HTTP/1.1 server does:
-                                             # the head parsed into a dict of fields, Host
-                                             # checked, a route table, a head written with
-                                             # Date and Content-Length
+  python floor.py --port N              # http_bench's "floor": a bare selectors loop; per
+                                        # request it finds the head's end and the target and
+                                        # sends fixed bytes (/plaintext, else a 404)
+  python floor.py --port N --minimal    # http_bench's "minimal": the least an HTTP/1.1 server
+                                        # does: the head parsed into a dict of fields, Host
+                                        # checked, a route table, a head written with Date and
+                                        # Content-Length
+  python floor.py --port N --sse        # push_bench's "floor" (idle scenarios): a GET is
+                                        # answered with a fixed event-stream head and held,
+                                        # anything else (the start-up probe, a publish) with an
+                                        # empty 202; no channels, no events
 
-Neither is a server anyone should use: no body, no limits, no errors beyond a missing Host.
-They are measuring sticks, not peers.
+None is a server anyone should use: no body, no limits, no errors beyond a missing Host.
 """
 
 import selectors
@@ -23,6 +26,9 @@ PLAIN = (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n
          b"Hello, World!")
 MISSING = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"
 NO_HOST = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+STREAM = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
+          b"Transfer-Encoding: chunked\r\n\r\n")
+ACCEPTED = b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n"
 
 
 def answer_floor(buf: bytearray) -> bytes:
@@ -79,9 +85,19 @@ def answer_minimal(buf: bytearray) -> bytes:
     return b"".join(out)
 
 
+def answer_sse(buf: bytearray) -> bytes:
+    end = buf.find(b"\r\n\r\n")
+    if end < 0:
+        return b""
+    reply = STREAM if buf.startswith(b"GET ") else ACCEPTED
+    buf.clear()  # (a publish's body, a stream's client: nothing more is read)
+    return reply
+
+
 def main() -> None:
     port = int(sys.argv[sys.argv.index("--port") + 1])
-    answer = answer_minimal if "--minimal" in sys.argv else answer_floor
+    answer = (answer_minimal if "--minimal" in sys.argv else
+              answer_sse if "--sse" in sys.argv else answer_floor)
     sel = selectors.DefaultSelector()
     listener = socket.socket()
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
