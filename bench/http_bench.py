@@ -606,6 +606,8 @@ def report(cells: dict, servers: list[str], paths: list[str], conns_list: list[i
         (f"{CLOS} plaintext c100 >= 1.3x aiohttp", CLOS, PT, 100, "aiohttp", PT, 100, 1.3),
         (f"{CLOS} plaintext c100 >= 3x uvicorn-h11", CLOS, PT, 100, "uvicorn-h11", PT, 100, 3.0),
         (f"{CLOS} plaintext c1000 >= 1.5x aiohttp", CLOS, PT, 1000, "aiohttp", PT, 1000, 1.5),
+        # issue 15; "floor" and "minimal" below say what Python itself reaches in the same run
+        (f"{CLOS} plaintext c100 >= 0.7x nginx", CLOS, PT, 100, "nginx", PT, 100, 0.7),
     ]
     targets = []
     print("\nTargets:")
@@ -637,6 +639,13 @@ def report(cells: dict, servers: list[str], paths: list[str], conns_list: list[i
                 f"{q1:.2f}-{q3:.2f}x){cells_txt}")
     else:
         verdict(text, 0.85, None, "not measured")
+    # the floor: how much of nginx's rate Python code reaches at all (peers/floor.py)
+    n, _ = med("nginx", PT, 100)
+    floors = [(s, r) for s in ("floor", "minimal") if (r := med(s, PT, 100)[0]) and n]
+    if floors:
+        print("  (the same run's floor, plaintext c100: " + ", ".join(
+            f"{s} {r / n:.2f}x nginx" for s, r in floors) + f"; {CLOS} "
+            + (f"{c / n:.2f}x" if (c := med(CLOS, PT, 100)[0]) else "-") + ")")
     return targets
 
 
