@@ -658,6 +658,13 @@ def targets(runs: list[dict], summary: dict, scen_names: list[str], servers: lis
         cps = summary[idle]["connects_per_s"].get(CLOS)
         add(f"({idle}) clos_web >= 10,000 connections accepted/s",
             None if cps is None else cps >= 10000, f"{fmt(cps)}/s")
+        # issue 15, with the same run's floor (a bare Python loop) beside it when it ran
+        n = summary[idle]["connects_per_s"].get(NCHAN) if have_both else None
+        f = summary[idle]["connects_per_s"].get(FLOOR)
+        add(f"({idle}) clos_web connections accepted/s >= nchan",
+            None if cps is None or n is None else cps >= n,
+            f"{fmt(cps)} vs {fmt(n)}/s" + (f"; the floor {fmt(f)}/s ({f / n:.2f}x nchan)"
+                                           if f and n else ""))
     # clos_web ahead of every Python peer in every scenario (a peer that failed is behind;
     # clos_web failing a scenario is not ahead)
     py = [sv for sv in servers if sv in PY_PEERS]
