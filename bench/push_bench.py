@@ -551,6 +551,7 @@ def print_table(headers: list[str], rows: list[list[str]]) -> None:
 def report(runs: list[dict], scen_names: list[str], scen_defs: dict, servers: list[str],
            rounds: int) -> dict:
     summary: dict = {}
+    verdicts: dict = {}  # scenario -> server -> held()'s (ok, why): "not run" is no failure
     print()
     print(f"Push benchmark: medians of {rounds} round(s); lost/duplicates/out-of-order/errors "
           f"are totals over the rounds")
@@ -570,8 +571,9 @@ def report(runs: list[dict], scen_names: list[str], scen_defs: dict, servers: li
             rows.append(row)
         held_row = ["held (no loss/dup/failure)"]
         summary[s]["held"] = {}
+        verdicts[s] = {sv: held(runs, sv, s) for sv in servers}
         for sv in servers:
-            ok, why = held(runs, sv, s)
+            ok, why = verdicts[s][sv]
             summary[s]["held"][sv] = ok
             held_row.append("yes" if ok else "-" if why == "not run" else "FAIL")
         if len(headers) > len(servers) + 1:
@@ -583,7 +585,7 @@ def report(runs: list[dict], scen_names: list[str], scen_defs: dict, servers: li
             print(f"  run failed: {r['server']} round {r['round']}: {r['status']} "
                   f"{r.get('error', '')[:200]}")
         for sv in servers:
-            ok, why = held(runs, sv, s)
+            ok, why = verdicts[s][sv]
             if not ok and why != "not run":
                 print(f"  FAILURE {sv}: {why}")
     # clos_web / peer on the figure each scenario is judged by
@@ -600,9 +602,10 @@ def report(runs: list[dict], scen_names: list[str], scen_defs: dict, servers: li
             row = [f"{s} {label}"]
             for sv in peers:
                 c, p = summary[s][key].get(CLOS), summary[s][key].get(sv)
-                if not any(r["server"] == sv and r["scenario"] == s for r in runs):
-                    row.append("-")  # not run (the floor outside the idle scenarios)
-                elif not summary[s]["held"].get(sv):
+                ok, why = verdicts[s][sv]
+                if why == "not run":
+                    row.append("-")  # (the floor outside the idle scenarios)
+                elif not ok:
                     row.append("FAIL")
                     summary["ratios"][f"{s} {key} {sv}"] = "FAIL"
                 elif c in (None, 0) or p in (None, 0):
