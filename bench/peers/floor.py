@@ -86,8 +86,7 @@ def answer_minimal(buf: bytearray) -> bytes:
 
 
 def answer_sse(buf: bytearray) -> bytes:
-    end = buf.find(b"\r\n\r\n")
-    if end < 0:
+    if b"\r\n\r\n" not in buf:
         return b""
     reply = STREAM if buf.startswith(b"GET ") else ACCEPTED
     buf.clear()  # (a publish's body, a stream's client: nothing more is read)
