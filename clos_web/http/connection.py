@@ -50,7 +50,7 @@ class State(enum.Enum):
 
 
 # The members as module names: in Python 3.11 ``EnumType`` has a ``__getattr__``, so every
-# ``State.X`` costs about eight global lookups, several times per request.
+# ``State.X`` costs ~950 instructions (a global: ~30), several times per request.
 IDLE, HEAD, BODY, BUSY, STREAM, CLOSING, SWITCHED = State
 _ANSWERING = (BUSY, STREAM)
 

@@ -63,7 +63,7 @@ class Link(enum.Enum):
 
 
 # The members as module names: in Python 3.11 ``EnumType`` has a ``__getattr__``, so
-# ``Link.OPEN`` costs about eight global lookups.
+# ``Link.OPEN`` costs ~950 instructions (a global: ~30).
 OPEN, LINGER, CLOSED = Link
 
 
